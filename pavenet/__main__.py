@@ -1,0 +1,5 @@
+import sys
+
+from pavenet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,43 @@
+"""The ``pavenet`` command line.
+
+Each subcommand lives in its own module of this package with two functions:
+``add_parser(subparsers)`` (cheap imports only) and ``run(args) -> int``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: Subcommand name -> module in this package. Only commands that really work are listed.
+COMMANDS: dict[str, str] = {
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pavenet import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="pavenet",
+        description="End-to-end multi-person pose estimation and tracking in video.",
+    )
+    parser.add_argument("--version", action="version", version=f"pavenet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        mod = importlib.import_module(f"pavenet.cli.{module}")
+        sp = mod.add_parser(sub)
+        sp.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return int(args._module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Typed configuration: dataclasses loaded from YAML with strict checking.
+
+Every section is a dataclass with defaults; a YAML file only lists what differs.
+Unknown keys and values of the wrong type raise :class:`ConfigError` naming the
+dotted key and the file. ``--set a.b=value`` overrides use the same checks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid."""
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "resnet50"
+    out_indices: list[int] = field(default_factory=lambda: [2, 3, 4])
+    frozen_stages: int = 1
+    frozen_bn: bool = True
+    extra_levels: int = 1
+    pretrained_path: Optional[str] = None
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["pavenet", "vepe"] = "pavenet"
+    num_frames: int = 3
+    num_joints: int = 15
+    hidden_dim: int = 256
+    num_heads: int = 8
+    num_levels: int = 4
+    enc_layers: int = 6
+    enc_points: int = 4
+    ffn_dim: int = 1024
+    dropout: float = 0.1
+    num_queries: int = 300
+    pose_dec_layers: int = 3
+    joint_dec_layers: int = 2
+    joint_dec_points: int = 4
+    num_kept: int = 20
+    refine_hidden: list[int] = field(default_factory=lambda: [512, 512, 512])
+    embed_dim: int = 128
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+
+
+@dataclass
+class MatcherConfig:
+    mode: Literal["clip", "keyframe"] = "clip"
+    cost_class: float = 2.0
+    cost_keypoint: float = 70.0
+    cost_oks: float = 7.0
+
+
+@dataclass
+class LossConfig:
+    keypoint_loss: Literal["rle", "l1"] = "rle"
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    weight_class: float = 0.5
+    weight_keypoint: float = 1.0
+    weight_oks: float = 0.0
+    weight_visibility: float = 1.0
+    weight_consistency: float = 0.0
+    consistency_margin: float = 0.3
+
+
+@dataclass
+class PostprocessConfig:
+    top_k: int = 20
+    score_threshold: float = 0.0
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["synthetic", "posetrack17", "posetrack18", "posetrack21", "coco"] = "synthetic"
+    root: str = "data/synthetic"
+    train_split: str = "train"
+    val_split: str = "val"
+    frame_stride: int = 1
+    train_short_side: list[int] = field(default_factory=lambda: [400, 1200])
+    train_max_size: int = 1333
+    test_short_side: int = 800
+    test_max_size: int = 1333
+    rotation: float = 30.0
+    flip: bool = True
+    crop: bool = True
+    photometric: bool = True
+    pseudo_video_max_angle: float = 5.0
+    pair_clips: bool = False
+    pair_gap: int = 8
+    batch_size: int = 1
+    num_workers: int = 2
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50
+    max_steps: int = 0
+    lr: float = 2e-5
+    lr_backbone_mult: float = 0.1
+    lr_offsets_mult: float = 0.1
+    weight_decay: float = 1e-4
+    clip_grad: float = 0.1
+    warmup_steps: int = 0
+    schedule: Literal["step", "cosine", "constant"] = "step"
+    lr_drop_epochs: list[int] = field(default_factory=lambda: [40])
+    accumulate: int = 1
+    amp: bool = True
+    compile: bool = False
+    ema: float = 0.0
+    seed: int = 42
+    eval_every: int = 1
+    log_every: int = 20
+    max_nan_steps: int = 10
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    matcher: MatcherConfig = field(default_factory=MatcherConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return the typed value."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{key}' must be a mapping, got {type(value).__name__}")
+        return _build(tp, value, source, key + ".")
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key, source)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{source}: '{key}' must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: '{key}' must be a list, got {type(value).__name__}")
+        return [_convert(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: '{key}' must be a bool, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: '{key}' must be an int, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: '{key}' must be a float, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: '{key}' must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{source}: '{key}' has unsupported type {_type_name(tp)}")
+
+
+def _build(cls: type, data: dict, source: str, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}' (valid: {sorted(names)})")
+    kwargs = {k: _convert(v, hints[k], prefix + k, source) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    base = data.pop("_base_", None)
+    if base is not None:
+        data = _merge(_read_yaml(path.parent / base), data)
+    return data
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """Turn ``["a.b=1", "c=x"]`` into a nested dict, values parsed as YAML scalars."""
+    out: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set: expected key=value, got '{item}'")
+        key, raw = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def config_from_dict(data: dict, source: str = "<dict>") -> Config:
+    return _build(Config, data, source)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (``_base_: other.yaml`` inherits) and apply ``--set`` overrides."""
+    data = _read_yaml(Path(path)) if path is not None else {}
+    source = str(path) if path is not None else "<defaults>"
+    cfg = _build(Config, data, source)
+    if overrides:
+        merged = _merge(config_to_dict(cfg), parse_overrides(overrides))
+        cfg = _build(Config, merged, "--set")
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    tmp.replace(path)
