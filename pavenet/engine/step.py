@@ -1,0 +1,93 @@
+"""One optimisation step: forward, loss, NaN guard, backward, clipping, update."""
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pavenet.engine.distributed import all_reduce_sum
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive non-finite losses."""
+
+
+@dataclass
+class StepResult:
+    losses: dict[str, float]
+    skipped: bool
+    grad_norm: float
+
+
+def move_batch(batch: dict, device: torch.device) -> dict:
+    """Move frames, mask and every tensor of the targets to ``device``."""
+    targets = [
+        {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()}
+        for t in batch["targets"]
+    ]
+    return {
+        "frames": batch["frames"].to(device, non_blocking=True),
+        "mask": batch["mask"].to(device, non_blocking=True),
+        "targets": targets,
+    }
+
+
+def autocast_context(device: torch.device, amp: bool):
+    """bf16 autocast on CUDA when ``amp``; float32 elsewhere."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _all_finite(loss: torch.Tensor) -> bool:
+    """True when the loss is finite on every rank (all ranks then agree to skip or not)."""
+    bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+    return all_reduce_sum(bad).item() == 0
+
+
+def train_step(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    micro_batches: list[dict],
+    clip_grad: float,
+    amp: bool,
+    device: torch.device,
+) -> StepResult:
+    """Accumulate gradients over ``micro_batches`` and take one optimizer step.
+
+    The loss of each micro-batch is divided by their number, so accumulating k batches of
+    size b equals one batch of size k*b when the criterion normalises by global counts.
+    A non-finite loss or gradient norm skips the update (on every rank) with a warning.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    totals: dict[str, float] = {}
+    n = len(micro_batches)
+    for i, batch in enumerate(micro_batches):
+        sync = i == n - 1 or not hasattr(model, "no_sync")
+        ctx = contextlib.nullcontext() if sync else model.no_sync()
+        with ctx:
+            with autocast_context(device, amp):
+                outputs = model(batch["frames"], batch["mask"])
+                losses = criterion(outputs, batch["targets"])
+            loss = losses["loss"].float()
+            if not _all_finite(loss):
+                optimizer.zero_grad(set_to_none=True)
+                warnings.warn(f"non-finite loss ({loss.item()}), step skipped", RuntimeWarning)
+                return StepResult({"loss": float("nan")}, True, float("nan"))
+            (loss / n).backward()
+        for k, v in losses.items():
+            totals[k] = totals.get(k, 0.0) + float(v.detach()) / n
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    max_norm = clip_grad if clip_grad > 0 else float("inf")
+    norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    if not math.isfinite(norm):
+        optimizer.zero_grad(set_to_none=True)
+        warnings.warn("non-finite gradient norm, step skipped", RuntimeWarning)
+        return StepResult(totals, True, norm)
+    optimizer.step()
+    return StepResult(totals, False, norm)

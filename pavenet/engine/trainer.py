@@ -1,0 +1,216 @@
+"""The training loop behind ``pavenet train`` (one process, or one per GPU under torchrun)."""
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from pavenet.config import Config, config_to_dict, save_config
+from pavenet.engine.checkpoint import load_train_state, load_weights, save_checkpoint
+from pavenet.engine.distributed import DistInfo, barrier, reduce_mean_dict
+from pavenet.engine.ema import ModelEMA
+from pavenet.engine.logger import RunLogger
+from pavenet.engine.optim import build_optimizer, build_scheduler
+from pavenet.engine.sampler import ResumableSampler, SeededDataset
+from pavenet.engine.step import TrainingDiverged, move_batch, train_step
+from pavenet.engine.weights import load_model_weights
+
+#: validate(model, step) -> metrics with at least "map" (PoseTrack mAP, percent)
+ValidateFn = Callable[[torch.nn.Module, int], dict]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Owns model, optimiser, data and checkpoints of one run directory."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: str | Path,
+        dist: DistInfo,
+        dataset: torch.utils.data.Dataset,
+        collate_fn: Callable,
+        resume: Optional[str] = None,
+        weights: Optional[str] = None,
+        validate: Optional[ValidateFn] = None,
+    ):
+        from pavenet.model import build
+
+        self.cfg, self.dist, self.validate = cfg, dist, validate
+        self.run_dir = Path(run_dir)
+        seed_everything(cfg.train.seed)
+        model, self.criterion, self.postprocessor = build(cfg)
+        if weights:
+            load_model_weights(model, weights)
+        self.model = model.to(dist.device)
+        self.criterion.to(dist.device)
+        self.ddp = DistributedDataParallel(model, find_unused_parameters=False) if dist.distributed else model
+        self.dataset = SeededDataset(dataset, cfg.train.seed)
+        self.collate_fn = collate_fn
+        self.sampler = ResumableSampler(len(dataset), True, cfg.train.seed, dist.rank, dist.world_size)
+        per_step = cfg.data.batch_size * cfg.train.accumulate
+        self.steps_per_epoch = max(1, len(self.sampler) // per_step)
+        epochs_steps = cfg.train.epochs * self.steps_per_epoch
+        self.total_steps = cfg.train.max_steps if cfg.train.max_steps > 0 else epochs_steps
+        self.optimizer = build_optimizer(model, cfg.train)
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, self.steps_per_epoch, cfg.train)
+        self.ema = ModelEMA(model, cfg.train.ema) if cfg.train.ema > 0 else None
+        self.step, self.best = 0, -math.inf
+        self._stop: Optional[str] = None
+        if resume:
+            self._resume(resume)
+
+    # ------------------------------------------------------------------ state
+    def _train_state(self) -> dict:
+        return {
+            "step": self.step,
+            "best": self.best,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": None,
+            "ema": self.ema.state_dict() if self.ema else None,
+            "rng": rng_state(),
+            "world_size": self.dist.world_size,
+        }
+
+    def _resume(self, path: str) -> None:
+        state_dict, _ = load_weights(path)
+        self.model.load_state_dict(state_dict)
+        state = load_train_state(path)
+        self.step, self.best = state["step"], state["best"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        set_rng_state(state["rng"])
+
+    def _meta(self) -> dict:
+        return {"config": config_to_dict(self.cfg), "step": self.step, "format": "pavenet-v1"}
+
+    def save(self, tags: tuple[str, ...] = ("last",)) -> None:
+        if self.dist.is_main:
+            weights = (self.ema.module if self.ema else self.model).state_dict()
+            save_checkpoint(self.run_dir, self.step, weights, self._meta(), self._train_state(), tags)
+        barrier()
+
+    # ------------------------------------------------------------------ data
+    def _batches(self):
+        """Yield lists of ``accumulate`` micro-batches, resuming mid-epoch where needed."""
+        per_step = self.cfg.data.batch_size * self.cfg.train.accumulate
+        while True:
+            epoch, within = divmod(self.step, self.steps_per_epoch)
+            self.sampler.set_epoch(epoch)
+            self.dataset.set_epoch(epoch)
+            self.sampler.set_start(within * per_step)
+            loader = DataLoader(
+                self.dataset, batch_size=self.cfg.data.batch_size, sampler=self.sampler,
+                collate_fn=self.collate_fn, num_workers=self.cfg.data.num_workers, drop_last=True,
+                generator=torch.Generator().manual_seed(self.cfg.train.seed + epoch),
+                pin_memory=self.dist.device.type == "cuda",
+            )
+            group: list[dict] = []
+            for batch in loader:
+                group.append(move_batch(batch, self.dist.device))
+                if len(group) == self.cfg.train.accumulate:
+                    yield group
+                    group = []
+                    if self.step % self.steps_per_epoch == 0:
+                        break
+
+    # ------------------------------------------------------------------ loop
+    def _on_signal(self, signum, _frame) -> None:
+        self._stop = signal.Signals(signum).name
+
+    def fit(self, max_seconds: float = 0.0) -> dict:
+        """Train until ``total_steps`` (or ``max_seconds``, or a signal); returns the last metrics."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            save_config(self.cfg, self.run_dir / "config.yaml")
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        logger = RunLogger(self.run_dir, self.total_steps, self.step, self.dist.is_main)
+        try:
+            return self._loop(logger, max_seconds)
+        finally:
+            logger.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _loop(self, logger: RunLogger, max_seconds: float) -> dict:
+        cfg, start, bad, metrics = self.cfg.train, time.monotonic(), 0, {}
+        self.model.train()
+        batches = self._batches()
+        while self.step < self.total_steps and self._stop is None:
+            result = train_step(self.ddp, self.criterion, self.optimizer, next(batches),
+                                cfg.clip_grad, cfg.amp, self.dist.device)
+            bad = bad + 1 if result.skipped else 0
+            if bad >= cfg.max_nan_steps:
+                raise TrainingDiverged(f"{bad} non-finite steps in a row; last good checkpoint kept in {self.run_dir}")
+            if result.skipped:
+                continue
+            self.step += 1
+            self.scheduler.step()
+            if self.ema:
+                self.ema.update(self.model)
+            losses = reduce_mean_dict(result.losses, self.dist.device)
+            logger.step(self.step, losses, self.optimizer.param_groups[0]["lr"])
+            if self.step % cfg.log_every == 0:
+                logger.log(self.step, "train", {**losses, "grad_norm": result.grad_norm,
+                                                "lr": self.optimizer.param_groups[0]["lr"]})
+            timeout = max_seconds > 0 and time.monotonic() - start > max_seconds
+            if self._epoch_end() or timeout or self.step == self.total_steps:
+                metrics = self._checkpoint_and_validate(logger)
+            if timeout:
+                break
+        if self._stop is not None:
+            logger.write(f"{self._stop} received: saving and stopping at step {self.step}")
+            self.save(("last",))
+        return metrics
+
+    def _epoch_end(self) -> bool:
+        epochs_per_eval = max(1, self.cfg.train.eval_every)
+        return self.step % (self.steps_per_epoch * epochs_per_eval) == 0
+
+    def _checkpoint_and_validate(self, logger: RunLogger) -> dict:
+        metrics: dict = {}
+        if self.validate is not None and self.dist.is_main:
+            model = self.ema.module if self.ema else self.model
+            metrics = self.validate(model, self.step)
+            model.train()
+            logger.log(self.step, "val", metrics)
+            logger.write(f"step {self.step}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()
+                                                        if isinstance(v, float)))
+        score = torch.tensor([metrics.get("map", -math.inf)], dtype=torch.float64, device=self.dist.device)
+        if self.dist.distributed:
+            torch.distributed.broadcast(score, src=0)
+        tags = ("last", "best") if float(score) > self.best else ("last",)
+        self.best = max(self.best, float(score))
+        self.save(tags)
+        return metrics

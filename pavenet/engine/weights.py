@@ -1,0 +1,80 @@
+"""Loading weights into a model: shape checks, and initialisation across clip lengths T.
+
+Per-frame parameters are stacked along a frame axis (the network stores one slice per clip
+frame). When a checkpoint was trained with another T (e.g. the image model, T=1, used to
+initialise the video model), every frame slice of the new model starts from the checkpoint's
+key-frame slice. Anything else that does not fit raises :class:`CheckpointError` listing
+every mismatched key.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from pavenet.engine.checkpoint import CheckpointError, load_weights
+
+
+def _frame_axis(src: torch.Size, dst: torch.Size, t_src: int, t_dst: int) -> Optional[int]:
+    """The axis where ``src`` holds t_src frame slices and ``dst`` t_dst of the same size."""
+    if len(src) != len(dst):
+        return None
+    diff = [d for d in range(len(src)) if src[d] != dst[d]]
+    if len(diff) != 1:
+        return None
+    d = diff[0]
+    if src[d] % t_src or dst[d] % t_dst or src[d] // t_src != dst[d] // t_dst:
+        return None
+    return d
+
+
+def adapt_frames(value: torch.Tensor, axis: int, t_src: int, t_dst: int) -> torch.Tensor:
+    """Replace the ``t_src`` frame slices along ``axis`` by ``t_dst`` copies of the key slice."""
+    shape = list(value.shape)
+    per = shape[axis] // t_src
+    v = value.reshape(shape[:axis] + [t_src, per] + shape[axis + 1:])
+    key = v.select(axis, t_src // 2).unsqueeze(axis)
+    rep = [1] * key.dim()
+    rep[axis] = t_dst
+    out = key.repeat(*rep)
+    return out.reshape(shape[:axis] + [t_dst * per] + shape[axis + 1:])
+
+
+def fit_state_dict(
+    model: nn.Module, state: dict[str, torch.Tensor], t_src: Optional[int], t_dst: Optional[int]
+) -> dict[str, torch.Tensor]:
+    """Return ``state`` adapted to ``model``; raise listing every key that does not fit."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    out, bad = {}, []
+    for k in sorted(set(own) & set(state)):
+        src, dst = state[k], own[k]
+        if src.shape == dst.shape:
+            out[k] = src
+            continue
+        axis = _frame_axis(src.shape, dst.shape, t_src, t_dst) if t_src and t_dst and t_src != t_dst else None
+        if axis is None:
+            bad.append(f"{k}: checkpoint {tuple(src.shape)} vs model {tuple(dst.shape)}")
+        else:
+            out[k] = adapt_frames(src, axis, t_src, t_dst)
+    if bad or missing or unexpected:
+        lines = [f"shape mismatch  {b}" for b in bad]
+        lines += [f"missing in checkpoint  {k}" for k in missing]
+        lines += [f"not in model  {k}" for k in unexpected]
+        raise CheckpointError("checkpoint does not fit the model:\n  " + "\n  ".join(lines))
+    return out
+
+
+def load_model_weights(model: nn.Module, path: str) -> dict:
+    """Load a checkpoint into ``model`` (clip lengths may differ); returns its metadata."""
+    state, meta = load_weights(path)
+    t_src = meta.get("config", {}).get("model", {}).get("num_frames")
+    t_dst = getattr(model, "num_frames", None)
+    try:
+        fitted = fit_state_dict(model, state, t_src, t_dst)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    model.load_state_dict(fitted)
+    return meta
