@@ -1,0 +1,258 @@
+"""Clip-level set criterion: one named method per loss, a weight dict, one auxiliary loop.
+
+Every output dict (the top level, each ``aux_outputs`` entry, ``enc_outputs``) goes through the
+same losses. Dicts with ``logits`` get their own Hungarian matching; joint-decoder entries (no
+``logits``) reuse the top-level matching restricted to their ``query_mask``. The encoder
+proposals are single-frame poses expanded over the clip, so they are always matched and
+supervised on the key frame only.
+
+Supervision of a matched query ``q`` <-> track ``g`` (see :func:`pavenet.model.matcher.supervision`):
+keypoint, RLE and OKS losses on the annotated joints of the supervised frames where ``g`` is
+present; the visibility loss on every joint of every supervised frame (target ``visible[g, t, j]``,
+so 0 where the track is absent). Unmatched queries get no keypoint or visibility loss: their
+class target (no person) already says that they show nobody. Joints in ignore regions arrive
+with ``visible=False`` and so are left out of the keypoint losses.
+
+Normalisers (tracks, joints, frames, triplets) are summed over ranks and divided by the world
+size when ``torch.distributed`` is initialised, so the loss does not depend on how a batch is
+split across processes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pavenet.config import Config
+from pavenet.model.matcher import HungarianMatcher, Indices, build_matcher, supervision
+from pavenet.model.oks import oks, oks_sigmas
+from pavenet.model.rle import RLELoss
+
+
+def reduced_count(value: Tensor) -> Tensor:
+    """A normaliser: summed over ranks, divided by the world size, at least 1."""
+    value = value.detach().float()
+    if dist.is_available() and dist.is_initialized():
+        value = value.clone()
+        dist.all_reduce(value)
+        value = value / dist.get_world_size()
+    return value.clamp(min=1.0)
+
+
+@dataclass
+class Matched:
+    """Ground truth gathered for the N matched (clip, query) pairs of one output dict."""
+
+    batch: Tensor
+    query: Tensor
+    keypoints: Tensor
+    joints: Tensor
+    areas: Tensor
+    frames: Tensor
+    visible: Tensor
+    keys: list[tuple[int, int]]
+
+
+def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float, gamma: float) -> Tensor:
+    """Element-wise sigmoid focal loss (RetinaNet)."""
+    prob = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    loss = ce * (1 - p_t).pow(gamma)
+    return loss * (alpha * targets + (1 - alpha) * (1 - targets))
+
+
+class SetCriterion(nn.Module):
+    """Losses of the set prediction (see the module docstring).
+
+    Args:
+        matcher: the Hungarian matcher (its mode also selects the supervised frames).
+        weights: loss name -> weight; names ``loss_class``, ``loss_kpt``, ``loss_oks``,
+            ``loss_vis``, ``loss_consistency``. Terms with weight 0 are not computed.
+        keypoint_loss: ``"rle"`` or ``"l1"``, the loss behind ``loss_kpt``.
+        focal_alpha, focal_gamma: focal classification loss parameters.
+        consistency_margin: triplet margin of the instance consistency loss (cosine distance).
+        sigmas: per-joint OKS sigmas (default: the 15 PoseTrack sigmas).
+    """
+
+    def __init__(
+        self,
+        matcher: HungarianMatcher,
+        weights: dict[str, float],
+        keypoint_loss: str = "rle",
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        consistency_margin: float = 0.3,
+        sigmas: Optional[Sequence[float]] = None,
+    ) -> None:
+        super().__init__()
+        if keypoint_loss not in ("rle", "l1"):
+            raise ValueError(f"keypoint_loss must be 'rle' or 'l1', got {keypoint_loss!r}")
+        unknown = set(weights) - {"loss_class", "loss_kpt", "loss_oks", "loss_vis", "loss_consistency"}
+        if unknown:
+            raise ValueError(f"unknown loss names in the weight dict: {sorted(unknown)}")
+        self.matcher = matcher
+        self.weights = dict(weights)
+        self.keypoint_loss = keypoint_loss
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.margin = consistency_margin
+        self.sigmas = None if sigmas is None else torch.as_tensor(sigmas, dtype=torch.float32)
+        self.rle = RLELoss() if keypoint_loss == "rle" else None
+
+    def _sigmas(self, like: Tensor) -> Tensor:
+        if self.sigmas is None:
+            return oks_sigmas(like.device, like.dtype)
+        return self.sigmas.to(like.device, like.dtype)
+
+    def gather(self, indices: Indices, targets: list[dict], keyframe_only: bool, device: torch.device) -> Matched:
+        """Collect the supervision of the matched pairs, in batch order."""
+        parts: dict[str, list[Tensor]] = {k: [] for k in ("batch", "query", "kpt", "joints", "areas", "frames", "vis")}
+        keys: list[tuple[int, int]] = []
+        for b, ((q, g), target) in enumerate(zip(indices, targets)):
+            sup = supervision(target, keyframe_only)
+            parts["batch"].append(torch.full_like(q, b))
+            parts["query"].append(q)
+            parts["kpt"].append(target["keypoints"][g])
+            parts["joints"].append(sup.joints[g])
+            parts["areas"].append(target["areas"][g])
+            parts["frames"].append(sup.frames[None].expand(len(g), -1))
+            parts["vis"].append(target["visible"].bool()[g] & target["present"].bool()[g][..., None])
+            keys += [(int(target["video_id"]), int(t)) for t in target["track_ids"][g]]
+        cat = {k: torch.cat(v).to(device) for k, v in parts.items()}
+        return Matched(cat["batch"], cat["query"], cat["kpt"].float(), cat["joints"], cat["areas"].float(),
+                       cat["frames"], cat["vis"], keys)
+
+    def loss_class(self, out: dict, m: Matched, num_tracks: Tensor, valid: Optional[Tensor]) -> Tensor:
+        """Focal loss over the valid queries (target 1 for matched ones) / number of tracks."""
+        logits = out["logits"].float()
+        target = torch.zeros_like(logits)
+        target[m.batch, m.query] = 1.0
+        loss = sigmoid_focal_loss(logits, target, self.focal_alpha, self.focal_gamma)
+        if valid is not None:
+            loss = loss * valid.to(loss.dtype)
+        return loss.sum() / num_tracks
+
+    def loss_keypoints_l1(self, out: dict, m: Matched) -> Tensor:
+        """Mean absolute coordinate error over the supervised annotated joints."""
+        pred = out["keypoints"][m.batch, m.query].float()
+        weight = m.joints.to(pred.dtype)
+        total = ((pred - m.keypoints).abs().sum(-1) * weight).sum()
+        return total / reduced_count(2.0 * weight.sum())
+
+    def loss_keypoints_rle(self, out: dict, m: Matched) -> Tensor:
+        """RLE negative log-likelihood averaged over the supervised annotated joints."""
+        pred = out["keypoints"][m.batch, m.query]
+        sigma = out["sigma"][m.batch, m.query]
+        weight = m.joints.to(torch.float32)
+        loss = self.rle(pred[m.joints], sigma[m.joints], m.keypoints[m.joints])
+        return loss.sum() / reduced_count(weight.sum())
+
+    def loss_oks(self, out: dict, m: Matched) -> Tensor:
+        """1 - OKS averaged over the (pair, frame) instances with an annotated joint."""
+        pred = out["keypoints"][m.batch, m.query].float()
+        sim = oks(pred, m.keypoints, m.joints, m.areas, self._sigmas(pred))
+        frames = m.joints.any(-1).to(sim.dtype)
+        return ((1.0 - sim) * frames).sum() / reduced_count(frames.sum())
+
+    def loss_visibility(self, out: dict, m: Matched) -> Tensor:
+        """Per-frame per-joint BCE on the supervised frames of matched queries."""
+        logits = out["visibility"][m.batch, m.query].float()
+        weight = m.frames[..., None].expand_as(logits).to(logits.dtype)
+        bce = F.binary_cross_entropy_with_logits(logits, m.visible.to(logits.dtype), reduction="none")
+        return (bce * weight).sum() / reduced_count(weight.sum())
+
+    def loss_consistency(self, out: dict, m: Matched) -> Tensor:
+        """Triplet loss with cosine distance over all (anchor, positive, negative) triplets.
+
+        Anchor and positive are the same (video_id, track_id) matched in two different clips of
+        the batch; the negative is any matched query of another person.
+        """
+        emb = F.normalize(out["embedding"][m.batch, m.query].float(), dim=-1)
+        codes = {key: i for i, key in enumerate(dict.fromkeys(m.keys))}
+        ident = torch.tensor([codes[k] for k in m.keys], dtype=torch.int64, device=emb.device)
+        same = ident[:, None] == ident[None]
+        positive = same & (m.batch[:, None] != m.batch[None])
+        dist_ = 1.0 - emb @ emb.T
+        triplets = positive[:, :, None] & ~same[:, None, :]
+        hinge = F.relu(dist_[:, :, None] - dist_[:, None, :] + self.margin)
+        count = triplets.sum().float()
+        return (hinge * triplets.to(hinge.dtype)).sum() / reduced_count(count)
+
+    def layer_losses(self, out: dict, m: Matched, num_tracks: Tensor, valid: Optional[Tensor]) -> dict[str, Tensor]:
+        """Unweighted losses of one output dict (only those with a non-zero weight and inputs)."""
+        losses: dict[str, Tensor] = {}
+        w = self.weights
+        if w.get("loss_class", 0) and "logits" in out:
+            losses["loss_class"] = self.loss_class(out, m, num_tracks, valid)
+        if w.get("loss_kpt", 0):
+            rle = self.keypoint_loss == "rle"
+            losses["loss_kpt"] = self.loss_keypoints_rle(out, m) if rle else self.loss_keypoints_l1(out, m)
+        if w.get("loss_oks", 0):
+            losses["loss_oks"] = self.loss_oks(out, m)
+        if w.get("loss_vis", 0) and "visibility" in out:
+            losses["loss_vis"] = self.loss_visibility(out, m)
+        if w.get("loss_consistency", 0) and "embedding" in out:
+            losses["loss_consistency"] = self.loss_consistency(out, m)
+        return losses
+
+    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
+        """Weighted losses of every output dict (suffix ``_i`` for ``aux_outputs[i]``, ``_enc``
+        for ``enc_outputs``, none for the top level) and their total under ``"loss"``."""
+        device = outputs["keypoints"].device
+        keyframe = self.matcher.mode == "keyframe"
+        top = self.matcher(outputs, targets)
+        entries = [("", outputs, keyframe)]
+        entries += [(f"_{i}", aux, keyframe) for i, aux in enumerate(outputs.get("aux_outputs", []))]
+        if "enc_outputs" in outputs:
+            entries.append(("_enc", outputs["enc_outputs"], True))
+        result: dict[str, Tensor] = {}
+        for suffix, out, kf in entries:
+            valid = out.get("query_mask", out.get("token_mask"))
+            if suffix == "":
+                indices = top
+            elif "logits" in out:
+                indices = self.matcher(out, targets, query_mask=valid, keyframe_only=kf)
+            else:
+                indices = _restrict(top, valid)
+            m = self.gather(indices, targets, kf, device)
+            for name, value in self.layer_losses(out, m, _num_tracks(targets, kf, device), valid).items():
+                result[name + suffix] = self.weights[name] * value
+        result["loss"] = torch.stack(list(result.values())).sum() if result else outputs["keypoints"].sum() * 0.0
+        return result
+
+
+def _num_tracks(targets: list[dict], keyframe_only: bool, device: torch.device) -> Tensor:
+    """Normaliser of the classification loss: the active tracks of the batch."""
+    count = sum(int(supervision(t, keyframe_only).active.sum()) for t in targets)
+    return reduced_count(torch.tensor(float(count), device=device))
+
+
+def _restrict(indices: Indices, query_mask: Optional[Tensor]) -> Indices:
+    """Keep the matched pairs whose query is in ``query_mask`` (B, Q)."""
+    if query_mask is None:
+        return indices
+    kept = []
+    for b, (q, g) in enumerate(indices):
+        keep = query_mask[b].cpu()[q]
+        kept.append((q[keep], g[keep]))
+    return kept
+
+
+def build_criterion(cfg: Config) -> SetCriterion:
+    """The criterion of a :class:`pavenet.config.Config` (loss and matcher sections)."""
+    loss = cfg.loss
+    weights = {
+        "loss_class": loss.weight_class,
+        "loss_kpt": loss.weight_keypoint,
+        "loss_oks": loss.weight_oks,
+        "loss_vis": loss.weight_visibility,
+        "loss_consistency": loss.weight_consistency,
+    }
+    matcher = build_matcher(cfg.matcher, loss.focal_alpha, loss.focal_gamma)
+    return SetCriterion(matcher, weights, loss.keypoint_loss, loss.focal_alpha, loss.focal_gamma,
+                        loss.consistency_margin)
