@@ -1,0 +1,22 @@
+"""The network, its matcher/criterion and its post-processor.
+
+``build(cfg) -> (model, criterion, postprocessor)`` is the one entry point; the pieces are
+also importable from their modules (``network``, ``matcher``, ``criterion``, ``postprocess``).
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from pavenet.config import Config
+
+
+def build(cfg: Config) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """Build the network named by ``cfg.model.arch`` with its criterion and post-processor."""
+    from pavenet.model.criterion import build_criterion
+    from pavenet.model.network import build_model
+    from pavenet.model.postprocess import build_postprocessor
+
+    return build_model(cfg.model), build_criterion(cfg), build_postprocessor(cfg)
+
+
+__all__ = ["build"]
