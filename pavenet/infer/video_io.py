@@ -1,0 +1,254 @@
+"""Video inputs: resolve paths/globs to sources and stream their frames.
+
+A *source* is one video file or one folder of frames. :func:`resolve_input` turns one command
+line input (a video file, a folder of frames, a folder of videos or a glob) into sources.
+:class:`FrameStream` decodes a source in a background thread (PyAV for videos, Pillow for
+frame folders) into a bounded queue, so memory does not depend on the length of the video.
+
+Every problem raises :class:`VideoInputError` with a message that names the input.
+"""
+from __future__ import annotations
+
+import glob
+import queue
+import re
+import threading
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, Literal, Sequence
+
+import av
+import numpy as np
+from PIL import Image
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+#: Frame rate assumed for a folder of frames (PoseTrack sequences are roughly 25-30 fps).
+DEFAULT_FRAMES_FPS = Fraction(25)
+
+
+class VideoInputError(RuntimeError):
+    """An input cannot be read; the message names the input and the problem."""
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    """One video file or one folder of frames."""
+
+    path: Path
+    kind: Literal["video", "frames"]
+
+    @property
+    def name(self) -> str:
+        """Name for output files: the file stem or the folder name."""
+        return self.path.stem if self.kind == "video" else self.path.name
+
+
+def _natural_key(path: Path) -> list:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
+def _children(folder: Path, suffixes: frozenset[str]) -> list[Path]:
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes]
+    return sorted(files, key=_natural_key)
+
+
+def _resolve_path(path: Path, spec: str) -> list[VideoSource]:
+    if path.is_file():
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            raise VideoInputError(f"{spec}: a single image is not a video; pass its folder")
+        return [VideoSource(path, "video")]
+    if path.is_dir():
+        if _children(path, IMAGE_SUFFIXES):
+            return [VideoSource(path, "frames")]
+        videos = _children(path, VIDEO_SUFFIXES)
+        if videos:
+            return [VideoSource(v, "video") for v in videos]
+        raise VideoInputError(
+            f"{spec}: folder contains no images ({', '.join(sorted(IMAGE_SUFFIXES))}) and no videos"
+        )
+    raise VideoInputError(f"{spec}: no such file or folder")
+
+
+def resolve_input(spec: str) -> list[VideoSource]:
+    """Sources of one input: a video file, a folder of frames, a folder of videos or a glob."""
+    if glob.has_magic(spec):
+        matches = sorted(glob.glob(spec), key=lambda p: _natural_key(Path(p)))
+        if not matches:
+            raise VideoInputError(f"{spec}: the pattern matches nothing")
+        out: list[VideoSource] = []
+        for match in matches:
+            out.extend(_resolve_path(Path(match), match))
+        return out
+    return _resolve_path(Path(spec), spec)
+
+
+def resolve_inputs(specs: Sequence[str]) -> tuple[list[VideoSource], list[VideoInputError]]:
+    """Resolve every input; return the sources (duplicates removed) and one error per bad input."""
+    sources: list[VideoSource] = []
+    errors: list[VideoInputError] = []
+    for spec in specs:
+        try:
+            found = resolve_input(spec)
+        except VideoInputError as exc:
+            errors.append(exc)
+            continue
+        sources.extend(s for s in found if s not in sources)
+    return sources, errors
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What is known about a source before decoding: frame rate, size, declared frame count."""
+
+    rate: Fraction
+    width: int
+    height: int
+    num_frames: int | None
+
+    @property
+    def fps(self) -> float:
+        return float(self.rate)
+
+
+def probe(source: VideoSource) -> VideoInfo:
+    """Frame rate, size and (when the container declares it) frame count of a source."""
+    if source.kind == "frames":
+        files = _children(source.path, IMAGE_SUFFIXES)
+        if not files:
+            raise VideoInputError(f"{source.path}: folder contains no images")
+        width, height = _read_image(files[0]).shape[1::-1]
+        return VideoInfo(DEFAULT_FRAMES_FPS, width, height, len(files))
+    try:
+        with av.open(str(source.path)) as container:
+            if not container.streams.video:
+                raise VideoInputError(f"{source.path}: no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or DEFAULT_FRAMES_FPS
+            return VideoInfo(Fraction(rate), stream.codec_context.width,
+                             stream.codec_context.height, stream.frames or None)
+    except av.FFmpegError as exc:
+        raise VideoInputError(f"{source.path}: unreadable video ({exc})") from exc
+
+
+def _read_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise VideoInputError(f"{path}: unreadable image ({exc})") from exc
+
+
+def _decode_video(path: Path, declared: int | None) -> Iterator[np.ndarray]:
+    count = 0
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                count += 1
+                yield frame.to_ndarray(format="rgb24")
+    except av.FFmpegError as exc:
+        raise VideoInputError(f"{path}: decoding failed after {count} frames ({exc})") from exc
+    if declared is not None and count < declared:
+        raise VideoInputError(f"{path}: truncated video, decoded {count} of {declared} frames")
+    if count == 0:
+        raise VideoInputError(f"{path}: the video has no decodable frames")
+
+
+def _decode_frames(folder: Path) -> Iterator[np.ndarray]:
+    for file in _children(folder, IMAGE_SUFFIXES):
+        yield _read_image(file)
+
+
+_END = object()
+
+
+class FrameStream:
+    """Iterate over the RGB frames (H, W, 3) uint8 of a source, decoded in a background thread.
+
+    The decoder runs ahead of the consumer by at most ``queue_size`` frames (plus the one it
+    is handing over). Errors in the decoder are raised by the iterator as
+    :class:`VideoInputError`, as is a frame whose size differs from the first frame's.
+    Use as a context manager, or call :meth:`close` when stopping early.
+    """
+
+    def __init__(self, source: VideoSource, queue_size: int = 8) -> None:
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+        self.source = source
+        self.info = probe(source)
+        self.decoded = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"decode:{source.name}", daemon=True)
+        self._started = False
+
+    @property
+    def rate(self) -> Fraction:
+        return self.info.rate
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        if self.source.kind == "frames":
+            return _decode_frames(self.source.path)
+        return _decode_video(self.source.path, self.info.num_frames)
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for frame in self._frames():
+                self.decoded += 1
+                if not self._put(frame):
+                    return
+            self._put(_END)
+        except Exception as exc:  # handed to the consumer thread, which re-raises it
+            self._put(exc)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self._started:
+            raise RuntimeError(f"{self.source.path}: a FrameStream can be iterated only once")
+        self._started = True
+        self._thread.start()
+        expected = (self.info.height, self.info.width)
+        index = 0
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, VideoInputError):
+                    raise item
+                if isinstance(item, Exception):
+                    raise VideoInputError(f"{self.source.path}: {item}") from item
+                if item.shape[:2] != expected:
+                    raise VideoInputError(
+                        f"{self.source.path}: frame {index} is {item.shape[1]}x{item.shape[0]}, "
+                        f"expected {expected[1]}x{expected[0]} like the first frame (frames of changing size)"
+                    )
+                index += 1
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the decoder thread and release its frames."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    def __enter__(self) -> FrameStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

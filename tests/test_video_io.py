@@ -1,0 +1,158 @@
+"""Video inputs: resolving sources, streaming decoding, clear errors, bounded read-ahead, writing."""
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from pavenet.infer.video_io import FrameStream, VideoInputError, VideoSource, probe, resolve_input, resolve_inputs
+from pavenet.infer.video_writer import VideoWriter
+
+H, W, N = 64, 96, 30
+
+
+def _frames(n: int = N, h: int = H, w: int = W) -> list[np.ndarray]:
+    """Frames whose mean brightness encodes their index (survives lossy coding)."""
+    return [np.full((h, w, 3), 8 * i, dtype=np.uint8) for i in range(n)]
+
+
+def _write_video(path: Path, frames: list[np.ndarray], rate=Fraction(30), faststart: bool = False) -> Path:
+    if not faststart:
+        with VideoWriter(path, rate) as writer:
+            for f in frames:
+                writer.write(f)
+        return path
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    return _write_video(tmp_path_factory.mktemp("v") / "clip.mp4", _frames())
+
+
+def test_video_roundtrip_frame_count_size_rate_and_content(video):
+    info = probe(VideoSource(video, "video"))
+    assert (info.width, info.height, info.num_frames, info.rate) == (W, H, N, Fraction(30))
+    with FrameStream(VideoSource(video, "video")) as stream:
+        frames = list(stream)
+    assert len(frames) == N
+    assert all(f.shape == (H, W, 3) and f.dtype == np.uint8 for f in frames)
+    means = np.array([f.mean() for f in frames])
+    np.testing.assert_allclose(means, 8 * np.arange(N), atol=3)
+
+
+@pytest.mark.parametrize("rate", [Fraction(30000, 1001), Fraction(25, 2)])
+def test_writer_keeps_fractional_rate_and_pads_odd_size(tmp_path, rate):
+    path = _write_video(tmp_path / "odd.mp4", _frames(5, 33, 47), rate)
+    info = probe(VideoSource(path, "video"))
+    assert (info.rate, info.num_frames, info.width, info.height) == (rate, 5, 48, 34)
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_writer_error_leaves_no_file(tmp_path):
+    target = tmp_path / "out.mp4"
+    with pytest.raises(ValueError, match="expected 96x64"):
+        with VideoWriter(target, 30) as writer:
+            writer.write(_frames(1)[0])
+            writer.write(_frames(1, 32, 32)[0])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("faststart, problem", [
+    (False, r"unreadable video"),  # index at the end: cut off, the file cannot be opened
+    (True, r"truncated video, decoded 1?\d of 30 frames"),  # index first: frames run out early
+])
+def test_truncated_video_gives_clear_error(tmp_path, faststart, problem):
+    noise = np.random.default_rng(0).integers(0, 256, (N, H, W, 3), dtype=np.uint8)
+    data = _write_video(tmp_path / "full.mp4", list(noise), faststart=faststart).read_bytes()
+    bad = tmp_path / "cut.mp4"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoInputError, match=r"cut\.mp4: " + problem):
+        with FrameStream(VideoSource(bad, "video")) as stream:
+            list(stream)
+
+
+def test_not_a_video_gives_clear_error(tmp_path):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    with pytest.raises(VideoInputError, match="notes.mp4: unreadable video"):
+        FrameStream(VideoSource(bad, "video"))
+
+
+def _save_frames(folder: Path, frames: list[np.ndarray]) -> Path:
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"frame{i}.png")
+    return folder
+
+
+def test_folder_of_frames_in_natural_order(tmp_path):
+    folder = _save_frames(tmp_path / "seq", _frames(12))
+    (folder / "readme.txt").write_text("ignored")
+    assert resolve_input(str(folder)) == [VideoSource(folder, "frames")]
+    with FrameStream(VideoSource(folder, "frames")) as stream:
+        frames = list(stream)
+        assert stream.rate == Fraction(25)
+    assert [int(f[0, 0, 0]) for f in frames] == [8 * i for i in range(12)]
+
+
+def test_frames_of_changing_size_give_clear_error(tmp_path):
+    frames = _frames(4)
+    frames[2] = np.zeros((32, 48, 3), np.uint8)
+    folder = _save_frames(tmp_path / "mixed", frames)
+    with pytest.raises(VideoInputError, match=r"mixed: frame 2 is 48x32, expected 96x64.*changing size"):
+        with FrameStream(VideoSource(folder, "frames")) as stream:
+            list(stream)
+
+
+def test_resolve_folder_of_videos_globs_and_bad_inputs(tmp_path, video):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ["b10.mp4", "b2.mp4"]:
+        (videos / name).write_bytes(video.read_bytes())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert resolve_input(str(videos)) == [VideoSource(videos / "b2.mp4", "video"), VideoSource(videos / "b10.mp4", "video")]
+    assert [s.name for s in resolve_input(str(videos / "b*.mp4"))] == ["b2", "b10"]
+    sources, errors = resolve_inputs([str(empty), str(videos), str(tmp_path / "missing.mp4"), str(tmp_path / "*.avi"),
+                                      str(videos / "b2.mp4")])
+    assert [s.name for s in sources] == ["b2", "b10"]
+    messages = [str(e) for e in errors]
+    assert len(messages) == 3
+    assert "empty: folder contains no images" in messages[0]
+    assert "missing.mp4: no such file or folder" in messages[1]
+    assert "*.avi: the pattern matches nothing" in messages[2]
+
+
+def test_reader_thread_never_holds_more_than_queue_size_frames(video):
+    queue_size = 3
+    stream = FrameStream(VideoSource(video, "video"), queue_size=queue_size)
+    frames = iter(stream)
+    first = next(frames)
+    deadline = time.monotonic() + 10.0
+    while stream.decoded < queue_size + 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    # one frame consumed, queue_size waiting, one decoded frame blocked on the full queue
+    assert stream.decoded == queue_size + 2
+    assert first.shape == (H, W, 3)
+    rest = list(frames)
+    assert len(rest) == N - 1 and stream.decoded == N
+
+
+def test_stopping_early_ends_the_reader_thread(video):
+    stream = FrameStream(VideoSource(video, "video"), queue_size=2)
+    with stream:
+        next(iter(stream))
+    assert not stream._thread.is_alive()
