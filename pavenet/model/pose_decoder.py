@@ -1,0 +1,78 @@
+"""The spatiotemporal pose decoder: pose queries refined over the T frames of a clip."""
+from __future__ import annotations
+
+import copy
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .encoder import FrameMemory
+from .heads import PoseHeads
+from .pose_attention import FrameDeformAttn
+
+
+def pose_box_scale(reference: Tensor) -> Tensor:
+    """Half the size (w, h) of each frame's pose box: (B, Q, T, J, 2) -> (B, Q, T, 1, 1, 2)."""
+    size = reference.amax(dim=-2) - reference.amin(dim=-2)
+    return (0.5 * size)[:, :, :, None, None, :]
+
+
+class PoseDecoderLayer(nn.Module):
+    """Post-norm layer: self-attention over queries, pose-aware cross-attention, FFN.
+
+    The cross-attention samples, per head, level and frame, one point per joint, anchored
+    at the query's reference keypoint in that frame.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, num_levels: int, num_joints: int,
+                 num_frames: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout,
+                                               batch_first=True)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.cross_attn = FrameDeformAttn(d_model, num_heads, num_levels, num_joints,
+                                          num_frames, zero_offsets=True)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.linear1 = nn.Linear(d_model, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tgt: Tensor, pos: Tensor, reference: Tensor,
+                memory: FrameMemory) -> Tensor:
+        """``tgt``/``pos`` (B, Q, D), ``reference`` (B, Q, T, J, 2) -> (B, Q, D)."""
+        q = k = tgt + pos
+        attn = self.self_attn(q, k, tgt, need_weights=False)[0]
+        tgt = self.norm1(tgt + self.dropout(attn))
+        cross = self.cross_attn(tgt + pos, reference, pose_box_scale(reference), memory)
+        tgt = self.norm2(tgt + self.dropout(cross))
+        ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
+        return self.norm3(tgt + self.dropout(ffn))
+
+
+class PoseDecoder(nn.Module):
+    """``num_layers`` pose-decoder layers, each followed by its own heads.
+
+    After every layer the heads refine each frame's reference pose in inverse-sigmoid
+    space; the next layer samples at the refined (detached) pose.
+    """
+
+    def __init__(self, layer: PoseDecoderLayer, heads: PoseHeads, num_layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+        self.heads = nn.ModuleList(copy.deepcopy(heads) for _ in range(num_layers))
+
+    def forward(self, tgt: Tensor, pos: Tensor, reference: Tensor,
+                memory: FrameMemory) -> tuple[list[dict[str, Tensor]], Tensor]:
+        """Decode; returns every layer's head outputs and the last layer's queries (B, Q, D).
+
+        ``reference`` (B, Q, T, J, 2) in [0, 1] of the unpadded image; ``memory`` holds the
+        B*T frames in clip order.
+        """
+        outputs = []
+        for layer, head in zip(self.layers, self.heads):
+            tgt = layer(tgt, pos, reference, memory)
+            out = head(tgt, reference)
+            outputs.append(out)
+            reference = out["keypoints"].detach()
+        return outputs, tgt
