@@ -203,22 +203,24 @@ class SetCriterion(nn.Module):
     def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
         """Weighted losses of every output dict (suffix ``_i`` for ``aux_outputs[i]``, ``_enc``
         for ``enc_outputs``, none for the top level) and their total under ``"loss"``."""
+        if "logits" not in outputs:
+            raise ValueError("criterion: the top-level output has no 'logits'")
         device = outputs["keypoints"].device
         keyframe = self.matcher.mode == "keyframe"
-        top = self.matcher(outputs, targets)
         entries = [("", outputs, keyframe)]
         entries += [(f"_{i}", aux, keyframe) for i, aux in enumerate(outputs.get("aux_outputs", []))]
         if "enc_outputs" in outputs:
             entries.append(("_enc", outputs["enc_outputs"], True))
         result: dict[str, Tensor] = {}
+        top: Indices = []
         for suffix, out, kf in entries:
             valid = out.get("query_mask", out.get("token_mask"))
-            if suffix == "":
-                indices = top
-            elif "logits" in out:
+            if "logits" in out:
                 indices = self.matcher(out, targets, query_mask=valid, keyframe_only=kf)
             else:
                 indices = _restrict(top, valid)
+            if suffix == "":
+                top = indices
             m = self.gather(indices, targets, kf, device)
             for name, value in self.layer_losses(out, m, _num_tracks(targets, kf, device), valid).items():
                 result[name + suffix] = self.weights[name] * value
