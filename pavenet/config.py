@@ -99,6 +99,7 @@ class DataConfig:
     pair_gap: int = 8
     batch_size: int = 1
     num_workers: int = 2
+    skip_bad: bool = False
 
 
 @dataclass
