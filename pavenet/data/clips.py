@@ -175,8 +175,10 @@ class ClipDataset(torch.utils.data.Dataset):
         return len(self.index)
 
     def _partner(self, s: int, key: int, rng: np.random.Generator) -> int:
-        labeled = np.array(self.sequences[s].labeled_indices)
-        target = key + (self.pair_gap if rng.uniform() < 0.5 else -self.pair_gap)
+        seq = self.sequences[s]
+        labeled = np.array(seq.labeled_indices)
+        options = [k for k in (key + self.pair_gap, key - self.pair_gap) if 0 <= k < len(seq.frames)]
+        target = options[int(rng.integers(len(options)))] if options else key + self.pair_gap
         return int(labeled[np.argmin(np.abs(labeled - target))])
 
     def _item(self, s: int, key: int, rng: np.random.Generator) -> dict[str, Any]:

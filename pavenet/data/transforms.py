@@ -92,7 +92,7 @@ def apply_clip(images: list[Image.Image], keypoints: np.ndarray, visible: np.nda
     width, height = images[0].size
     m, warp_size, out = _geometry(p, width, height)
     identity_warp = not p.flip and not p.angle and p.crop is None
-    pre = m @ np.diag([warp_size[0] / out[0], warp_size[1] / out[1], 1.0])  # the map before resizing
+    pre = np.diag([warp_size[0] / out[0], warp_size[1] / out[1], 1.0]) @ m  # the map before resizing
     inv = np.linalg.inv(pre)
     res = []
     for img in images:
