@@ -37,25 +37,27 @@ def ms_deform_attn(value: Tensor, spatial_shapes: Union[Tensor, Shapes],
         attention_weights: (N, Q, M, L, P).
 
     Returns:
-        (N, Q, M * Dh): for each head, sum over levels and points of weight x bilinear sample.
+        (N, Q, M * Dh) in ``value``'s dtype: for each head, the sum over levels and points of
+        weight x bilinear sample (computed in the wider of the value and location dtypes).
     """
     shapes = shape_list(spatial_shapes)
     n, _, m, dh = value.shape
     _, q, _, num_levels, p, _ = sampling_locations.shape
     if len(shapes) != num_levels:
         raise ValueError(f"ms_deform_attn: {len(shapes)} spatial shapes for {num_levels} levels")
-    values = value.split([h * w for h, w in shapes], dim=1)
-    grids = 2.0 * sampling_locations - 1.0
-    samples = []
+    # sample in the wider of the two dtypes: bfloat16 locations would be off by pixels
+    dtype = torch.promote_types(value.dtype, sampling_locations.dtype)
+    values = value.to(dtype).split([h * w for h, w in shapes], dim=1)
+    grids = 2.0 * sampling_locations.to(dtype) - 1.0
+    weights = attention_weights.to(dtype).transpose(1, 2).reshape(n * m, 1, q, num_levels, p)
+    out = grids.new_zeros(n * m, dh, q)
     for level, (h, w) in enumerate(shapes):
         v = values[level].permute(0, 2, 3, 1).reshape(n * m, dh, h, w)
         g = grids[:, :, :, level].transpose(1, 2).reshape(n * m, q, p, 2)
-        samples.append(F.grid_sample(v, g.to(v.dtype), mode="bilinear", padding_mode="zeros",
-                                     align_corners=False))
-    stacked = torch.stack(samples, dim=-2)  # (N*M, Dh, Q, L, P)
-    weights = attention_weights.transpose(1, 2).reshape(n * m, 1, q, num_levels, p)
-    out = (stacked * weights.to(stacked.dtype)).sum(dim=(-1, -2))  # (N*M, Dh, Q)
-    return out.view(n, m * dh, q).transpose(1, 2).contiguous()
+        sampled = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros",
+                                align_corners=False)  # (N*M, Dh, Q, P)
+        out = out + (sampled * weights[:, :, :, level]).sum(-1)
+    return out.view(n, m * dh, q).transpose(1, 2).to(value.dtype).contiguous()
 
 
 def init_grid_offsets(bias: Tensor, num_heads: int, num_groups: int, num_points: int) -> None:
