@@ -1,11 +1,14 @@
 """Window linking: oracle windows from synthetic ground truth keep every identity; unit cases."""
+import json
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pavenet.data.joints import OKS_SIGMAS, posetrack18_to_model
+from pavenet.data.joints import OKS_SIGMAS, model_to_posetrack18, posetrack18_to_model
 from pavenet.data.synthetic import generate_video
+from pavenet.eval.posetrack import evaluate_posetrack
 from pavenet.infer.linker import UNTRACKED, LinkerConfig, WindowLinker, WindowPeople
 from pavenet.infer.windows import window_frames
 
@@ -14,9 +17,13 @@ SIZE = (160, 120)
 
 
 @lru_cache(maxsize=None)
+def _annotations(seed: int) -> dict:
+    return generate_video(seed, 30, SIZE, max_persons=3)[1]
+
+
 def _video(seed: int) -> tuple[list[int], dict[int, dict[int, np.ndarray]]]:
     """Ground truth of the 30-frame synthetic video ``seed`` (see ``_ground_truth``)."""
-    return _ground_truth(generate_video(seed, 30, SIZE, max_persons=3)[1])
+    return _ground_truth(_annotations(seed))
 
 
 def _ground_truth(ann: dict) -> tuple[list[int], dict[int, dict[int, np.ndarray]]]:
@@ -88,6 +95,23 @@ def _identity_switches(pairs) -> int:
     return switches
 
 
+def _posetrack_mota(tmp_path: Path, seed: int, pairs) -> float:
+    """Total MOTA through the PoseTrack evaluator (``pavenet eval``) of the ground-truth key-frame
+    poses carrying the linker's ids, so that only the ids (not keypoint noise) are evaluated."""
+    gt_ann = _annotations(seed)
+    image_ids, gt = _ground_truth(gt_ann)
+    anns = []
+    for frame, true_id, track_id in pairs:
+        if true_id != UNTRACKED:
+            kp17 = model_to_posetrack18(gt[frame][true_id])
+            anns.append({"image_id": image_ids[frame], "track_id": int(track_id),
+                         "keypoints": kp17.reshape(-1).tolist(), "scores": kp17[:, 2].tolist()})
+    for folder, data in [("gt", gt_ann), ("pred", {**gt_ann, "annotations": anns})]:
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "video.json").write_text(json.dumps(data))
+    return evaluate_posetrack(tmp_path / "gt", tmp_path / "pred")["mota"]["total"]
+
+
 def _embeddings(kind: str, rng, num_tracks: int = 10) -> dict[int, np.ndarray]:
     if kind == "zeros":
         return {t: np.zeros(8) for t in range(num_tracks)}
@@ -97,11 +121,13 @@ def _embeddings(kind: str, rng, num_tracks: int = 10) -> dict[int, np.ndarray]:
 @pytest.mark.parametrize("seed", [3, 7, 12])
 @pytest.mark.parametrize("size", [1, 3, 5])
 @pytest.mark.parametrize("embedding", ["zeros", "random"])
-def test_oracle_windows_of_crossing_people_keep_every_identity(seed, size, embedding):
+def test_oracle_windows_of_crossing_people_keep_every_identity(tmp_path, seed, size, embedding):
     _, gt = _video(seed)
     assert len({t for p in gt.values() for t in p}) == 3 and _overlapping_pairs(gt) > 0
     rng = np.random.default_rng(seed)
-    pairs = _link(_oracle_windows(gt, size, rng, _embeddings(embedding, rng)))
+    windows = _oracle_windows(gt, size, rng, _embeddings(embedding, rng))
+    pairs = _link(windows)
+    assert _posetrack_mota(tmp_path, seed, pairs) == 100.0
     assert len(pairs) == sum(len(p) + 2 for p in gt.values())
     assert all(p == UNTRACKED for _, t, p in pairs if t == UNTRACKED)
     assert all(p >= 0 for _, t, p in pairs if t != UNTRACKED)
@@ -109,20 +135,34 @@ def test_oracle_windows_of_crossing_people_keep_every_identity(seed, size, embed
     assert sorted({p for _, t, p in pairs if t != UNTRACKED}) == [0, 1, 2]
 
 
-def _non_crossing_video() -> dict[int, dict[int, np.ndarray]]:
+def test_identity_checks_catch_a_swap(tmp_path):
+    """The two checks above can fail: swapping two ids halfway gives switches and MOTA < 100."""
+    _, gt = _video(3)
+    rng = np.random.default_rng(3)
+    pairs = _link(_oracle_windows(gt, 3, rng, _embeddings("zeros", rng)))
+    swap = {0: 1, 1: 0}
+    swapped = [(f, t, swap.get(p, p) if f >= 15 else p) for f, t, p in pairs]
+    assert _identity_switches(swapped) > 0
+    assert _posetrack_mota(tmp_path, 3, swapped) < 100.0
+
+
+def _non_crossing_video() -> int:
     for seed in range(40):
         _, gt = _video(seed)
         if len({t for p in gt.values() for t in p}) >= 2 and _overlapping_pairs(gt) == 0:
-            return gt
+            return seed
     raise AssertionError("no synthetic video with people who never cross among 40 seeds")
 
 
 @pytest.mark.parametrize("size", [1, 3, 5])
-def test_noisy_oracle_windows_of_separate_people_keep_every_identity(size):
-    gt = _non_crossing_video()
+def test_noisy_oracle_windows_of_separate_people_keep_every_identity(tmp_path, size):
+    seed = _non_crossing_video()
+    _, gt = _video(seed)
     rng = np.random.default_rng(0)
-    pairs = _link(_oracle_windows(gt, size, rng, _embeddings("zeros", rng), noise=3.0))
+    windows = _oracle_windows(gt, size, rng, _embeddings("zeros", rng), noise=3.0)
+    pairs = _link(windows)
     assert _identity_switches(pairs) == 0
+    assert _posetrack_mota(tmp_path, seed, pairs) == 100.0
     assert len({p for _, t, p in pairs if t != UNTRACKED}) == len({t for p in gt.values() for t in p})
 
 
