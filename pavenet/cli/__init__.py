@@ -12,6 +12,7 @@ import sys
 #: Subcommand name -> module in this package. Only commands that really work are listed.
 COMMANDS: dict[str, str] = {
     "synth": "synth",
+    "eval": "eval",
 }
 
 

@@ -1,0 +1,62 @@
+"""``pavenet eval GT_DIR PRED_DIR`` (PoseTrack mAP / MOTA) and ``pavenet eval --coco GT RESULTS``."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "eval",
+        help="PoseTrack mAP/MOTA with the official numbers, or COCO OKS AP (--coco)",
+        description="Evaluate PoseTrack18 prediction files (one JSON per sequence) against ground truth "
+                    "exactly as the official poseval code does, or COCO keypoint results with --coco.",
+    )
+    p.add_argument("gt", help="ground-truth folder (or, with --coco, the ground-truth JSON)")
+    p.add_argument("pred", help="prediction folder (or, with --coco, the results JSON)")
+    p.add_argument("--json", metavar="OUT", help="also write the metrics to this JSON file")
+    p.add_argument("--no-tracking", action="store_true", help="skip MOTA (predictions need no track ids)")
+    p.add_argument("--per-sequence", action="store_true", help="add per-sequence metrics to the JSON")
+    p.add_argument("--strict", action="store_true",
+                   help="corrected metrics instead of the official numbers (see docs/evaluation.md)")
+    p.add_argument("--coco", action="store_true", help="COCO-style OKS AP/AR through pycocotools")
+    return p
+
+
+def _run_coco(args: argparse.Namespace) -> dict:
+    from pavenet.eval.coco import evaluate_coco, format_coco
+
+    stats = evaluate_coco(args.gt, args.pred)
+    print(format_coco(stats))
+    return stats
+
+
+def _run_posetrack(args: argparse.Namespace) -> dict:
+    from pavenet.eval.posetrack import evaluate_posetrack, format_table
+
+    result = evaluate_posetrack(args.gt, args.pred, tracking=not args.no_tracking,
+                                strict=args.strict, per_sequence=args.per_sequence)
+    print(format_table(result))
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    from pavenet.eval.posetrack_io import PoseTrackFormatError
+    from pavenet.eval.writers import atomic_write_json
+
+    if args.coco and (args.no_tracking or args.per_sequence or args.strict):
+        raise SystemExit("eval: --coco cannot be combined with --no-tracking, --per-sequence or --strict")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = _run_coco(args) if args.coco else _run_posetrack(args)
+    except (FileNotFoundError, PoseTrackFormatError, ValueError) as e:
+        print(f"eval: {e}", file=sys.stderr)
+        return 2
+    for w in caught:
+        print(f"eval: warning: {w.message}", file=sys.stderr)
+    if args.json:
+        atomic_write_json(args.json, result)
+        print(f"metrics written to {args.json}")
+    return 0
