@@ -188,7 +188,7 @@ def test_pose_similarity_matches_hand_computed_oks():
     b = a.copy()
     b[11, :2] += [3.0, 4.0]  # left knee moved by 5 px, still inside the box
     b[14, :2] += [9.0, 8.0]  # right ankle (6, 27) -> (15, 35): b's box grows from 24 x 57 to 27 x 65
-    b[0, 2] = 0.1  # nose under joint_threshold in b: not counted
+    b[0, 2] = 0.05  # nose under joint_threshold (0.1) in b: not counted
     area_a = 24.0 * 57.0
     area_b = 27.0 * 65.0
     area = 0.5 * (area_a + area_b)
@@ -252,3 +252,22 @@ def test_bad_calls_are_rejected():
         linker.update(7, _window(6, [_pose(30, 40)], size=3))
     with pytest.raises(ValueError, match="keypoints must be"):
         WindowPeople([0, 1, 2], np.zeros((2, 3, J, 2)), np.ones(2), np.zeros((2, 4)))
+
+
+def test_window_people_from_postprocessor_clip():
+    import torch
+
+    rng = np.random.default_rng(0)
+    kps = rng.uniform(0, 50, (2, 3, J, 3))
+    index = torch.tensor([7, 2])
+    emb = torch.tensor(rng.normal(size=(2, 4)), dtype=torch.bfloat16)
+    clip = [{"keypoints": torch.tensor(kps[:, t], dtype=torch.float32), "scores": torch.tensor([0.9, 0.4]),
+             "query_index": index, "embedding": emb} for t in range(3)]
+    people = WindowPeople.from_clip([4, 5, 6], clip)
+    np.testing.assert_allclose(people.keypoints, kps, rtol=1e-6)
+    np.testing.assert_allclose(people.scores, [0.9, 0.4], rtol=1e-6)
+    np.testing.assert_array_equal(people.embeddings, emb.float().numpy())
+    assert people.frames.tolist() == [4, 5, 6] and people.key_slot == 1
+    clip[2] = {**clip[2], "query_index": torch.tensor([2, 7])}
+    with pytest.raises(ValueError, match="frame 2 of the clip reports other queries"):
+        WindowPeople.from_clip([4, 5, 6], clip)

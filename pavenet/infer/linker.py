@@ -25,6 +25,7 @@ for exact ties.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -45,7 +46,7 @@ class LinkerConfig:
     """
 
     score_threshold: float = 0.3
-    joint_threshold: float = 0.2
+    joint_threshold: float = 0.1
     pose_weight: float = 1.0
     embedding_weight: float = 0.5
     min_similarity: float = 0.2
@@ -84,6 +85,22 @@ class WindowPeople:
         if self.embeddings.ndim != 2 or self.embeddings.shape[0] != n:
             raise ValueError(f"embeddings must be (N={n}, E), got {self.embeddings.shape}")
 
+    @classmethod
+    def from_clip(cls, frames: Sequence[int], clip: Sequence[Mapping[str, Any]]) -> WindowPeople:
+        """Gather one clip of the post-processor's output (T dicts, docs/interfaces.md).
+
+        The post-processor reports the same queries in every frame of a clip, so entry ``i`` of
+        every frame is the same person; this is checked through ``query_index``.
+        """
+        if len(clip) != len(frames):
+            raise ValueError(f"{len(clip)} frames of output for a window of {len(frames)} frames")
+        first = _numpy(clip[0]["query_index"])
+        for t, entry in enumerate(clip):
+            if not np.array_equal(_numpy(entry["query_index"]), first):
+                raise ValueError(f"frame {t} of the clip reports other queries than frame 0")
+        keypoints = np.stack([_numpy(entry["keypoints"]) for entry in clip], axis=1)
+        return cls(frames, keypoints, _numpy(clip[0]["scores"]), _numpy(clip[0]["embedding"]))
+
     def __len__(self) -> int:
         return len(self.scores)
 
@@ -99,6 +116,13 @@ class _Track:
     keypoints: np.ndarray
     embedding: np.ndarray
     last_seen: int
+
+
+def _numpy(value: Any) -> np.ndarray:
+    """A NumPy copy of an array or a (possibly GPU, possibly bf16) torch tensor."""
+    if hasattr(value, "detach"):
+        value = value.detach().float().cpu().numpy() if value.is_floating_point() else value.detach().cpu().numpy()
+    return np.asarray(value)
 
 
 def _nearest_slot(frames: np.ndarray, frame: int) -> int:
@@ -164,7 +188,7 @@ class WindowLinker:
             slots_b = [_nearest_slot(people.frames, int(people.frames.min()))]
         return self.pose_similarity(track.keypoints[None, slots_a], people.keypoints[:, slots_b])
 
-    def similarity(self, tracks: list[_Track], people: WindowPeople) -> tuple[np.ndarray, np.ndarray]:
+    def _similarity(self, tracks: list[_Track], people: WindowPeople) -> tuple[np.ndarray, np.ndarray]:
         """(combined, pose) similarity matrices, each (len(tracks), len(people))."""
         if not tracks or len(people) == 0:
             empty = np.zeros((len(tracks), len(people)))
@@ -194,7 +218,7 @@ class WindowLinker:
             return {}
         subset = WindowPeople(people.frames, people.keypoints[candidates], people.scores[candidates],
                               people.embeddings[candidates])
-        combined, pose = self.similarity(tracks, subset)
+        combined, pose = self._similarity(tracks, subset)
         if reid:
             allowed = combined >= self.cfg.reid_min_similarity
         else:
