@@ -271,3 +271,15 @@ def test_window_people_from_postprocessor_clip():
     clip[2] = {**clip[2], "query_index": torch.tensor([2, 7])}
     with pytest.raises(ValueError, match="frame 2 of the clip reports other queries"):
         WindowPeople.from_clip([4, 5, 6], clip)
+
+
+def test_windows_without_shared_frames_compare_the_frames_closest_in_time():
+    """Stride 2: windows [0, 0, 2] and [1, 3, 5] share no frame; frames 2 and 1 are compared."""
+    linker = WindowLinker()
+    near, far = _pose(40, 40), _pose(140, 40)
+    first = WindowPeople([0, 0, 2], np.stack([np.stack([far, far, near])]), [0.9], np.zeros((1, 4)))
+    second = WindowPeople([1, 3, 5], np.stack([np.stack([near + [2.0, 0, 0], far, far])]), [0.9], np.zeros((1, 4)))
+    assert linker.update(0, first) == [0]
+    assert linker.update(3, second) == [0]
+    third = WindowPeople([4, 6, 8], np.stack([np.stack([near, far, far])]), [0.9], np.zeros((1, 4)))
+    assert linker.update(6, third) == [1]  # frame 5 (far) vs frame 4 (near): a new person

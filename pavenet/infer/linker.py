@@ -5,14 +5,15 @@ around every key frame ``k`` and returns a set of people, one per query, each wi
 every frame of the window, a score and an embedding. The output for frame ``k`` is the key-frame
 pose of the people of window ``k``; :class:`WindowLinker` gives each of them a track id.
 
-Windows ``k`` and ``k+1`` share ``T-1`` frames, on which the same person is predicted twice.
+Windows ``k`` and ``k+1`` share ``T-1`` frames (stride 1), on which the same person is
+predicted twice.
 Each new window is matched to the tracks in two stages, each a Hungarian assignment
 (``scipy.optimize.linear_sum_assignment``) on a similarity that mixes
 
 * pose similarity: OKS (:data:`pavenet.data.joints.OKS_SIGMAS` times ``sigma_scale``, area =
-  keypoint box) averaged over the frames the track's last window and the new window share; with no shared frame
-  (``T = 1``, or a track lost for ``T`` frames or more) the track's latest predicted frame is
-  compared with the new window's earliest frame;
+  keypoint box) averaged over the frames that the track's last window and the new window share;
+  with no shared frame (``T = 1``, a window stride > 1, or a track lost for ``T`` frames or
+  more) the two windows' frames closest in time are compared;
 * embedding cosine similarity (clipped at 0), left out for a pair when either embedding is zero.
 
 Stage 1 links the tracks matched in the previous window (needs ``min_similarity`` and
@@ -183,9 +184,10 @@ class WindowLinker:
         pairs = shared_slots(track.frames.tolist(), people.frames.tolist())
         if pairs:
             slots_a, slots_b = [p[0] for p in pairs], [p[1] for p in pairs]
-        else:
-            slots_a = [_nearest_slot(track.frames, int(track.frames.max()))]
-            slots_b = [_nearest_slot(people.frames, int(people.frames.min()))]
+        else:  # no shared frame: the two frames closest in time, the track's latest on a tie
+            frame_pairs = ((a, b) for a in set(track.frames.tolist()) for b in set(people.frames.tolist()))
+            fa, fb = min(frame_pairs, key=lambda p: (abs(p[0] - p[1]), -p[0], p[1]))
+            slots_a, slots_b = [_nearest_slot(track.frames, fa)], [_nearest_slot(people.frames, fb)]
         return self.pose_similarity(track.keypoints[None, slots_a], people.keypoints[:, slots_b])
 
     def _similarity(self, tracks: list[_Track], people: WindowPeople) -> tuple[np.ndarray, np.ndarray]:

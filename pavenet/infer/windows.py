@@ -1,13 +1,14 @@
 """Which frames make up the window (clip) of each key frame, in batch and streaming form.
 
 Every frame of a video is the key frame of exactly one window of ``size`` (odd) frames centred
-on it. Near the ends of the video the missing neighbours are replaced by the edge frame, so
-window ``k`` of an ``n``-frame video holds frames ``clip(k + o, 0, n - 1)`` for
-``o = -size//2 .. size//2``.
+on it: slot ``i`` of the window of key frame ``k`` shows frame ``k + (i - size//2) * stride``.
+A slot that falls outside the video shows the key frame itself, the rule the training clips
+follow (:func:`pavenet.data.clips.clip_indices`), so the model sees at the ends of a video what
+it saw in training.
 
 :class:`SlidingWindows` produces the same windows from a stream of per-frame items (decoded
-frames or cached encoder memories) while holding at most ``size`` items, so memory does not grow
-with the length of the video.
+frames or cached encoder memories) while holding at most ``(size - 1) * stride + 1`` items, so
+memory does not grow with the length of the video.
 """
 from __future__ import annotations
 
@@ -18,18 +19,27 @@ from typing import Generic, Sequence, TypeVar
 Item = TypeVar("Item")
 
 
-def _check_size(size: int) -> int:
+def _check(size: int, stride: int) -> int:
     if size < 1 or size % 2 == 0:
         raise ValueError(f"window size must be a positive odd number, got {size}")
+    if stride < 1:
+        raise ValueError(f"window stride must be >= 1, got {stride}")
     return size // 2
 
 
-def window_frames(key: int, num_frames: int, size: int) -> list[int]:
-    """Frame index of every slot of the window centred on ``key`` (edge frames repeated)."""
-    half = _check_size(size)
+def _slots(key: int, last: int, half: int, stride: int) -> tuple[int, ...]:
+    """Frames of the window of ``key`` in a video whose last frame is ``last``."""
+    frames = (key + o * stride for o in range(-half, half + 1))
+    return tuple(f if 0 <= f <= last else key for f in frames)
+
+
+def window_frames(key: int, num_frames: int, size: int, stride: int = 1) -> list[int]:
+    """Frame index of every slot of the window centred on ``key`` (the key frame stands in for
+    frames outside the video)."""
+    half = _check(size, stride)
     if not 0 <= key < num_frames:
         raise ValueError(f"key frame {key} outside a video of {num_frames} frames")
-    return [min(max(key + o, 0), num_frames - 1) for o in range(-half, half + 1)]
+    return list(_slots(key, num_frames - 1, half, stride))
 
 
 def shared_slots(frames_a: Sequence[int], frames_b: Sequence[int]) -> list[tuple[int, int]]:
@@ -61,18 +71,18 @@ class Window(Generic[Item]):
 
 
 class SlidingWindows(Generic[Item]):
-    """Build windows from a stream of per-frame items while holding at most ``size`` of them.
+    """Build windows from a stream of per-frame items, holding at most ``(size-1)*stride + 1``.
 
     ``push(item)`` adds the next frame's item and returns the windows that became complete
-    (at most one); ``finish()`` ends the stream and returns the remaining windows, whose
-    missing future neighbours are replaced by the last frame. Concatenated, the windows are
-    exactly ``window_frames(k, n, size)`` for ``k = 0 .. n-1``.
+    (at most one); ``finish()`` ends the stream and returns the remaining windows. Concatenated,
+    the windows are exactly ``window_frames(k, n, size, stride)`` for ``k = 0 .. n-1``.
     """
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.half = _check_size(size)
-        self._buffer: deque[tuple[int, Item]] = deque(maxlen=size)
+    def __init__(self, size: int, stride: int = 1) -> None:
+        self.half = _check(size, stride)
+        self.size, self.stride = size, stride
+        self._reach = self.half * stride
+        self._buffer: deque[tuple[int, Item]] = deque(maxlen=2 * self._reach + 1)
         self._count = 0
         self._next_key = 0
         self._finished = False
@@ -87,12 +97,12 @@ class SlidingWindows(Generic[Item]):
             raise RuntimeError("push() after finish()")
         self._buffer.append((self._count, item))
         self._count += 1
-        if self._count - 1 - self.half < self._next_key:
+        if self._count - 1 - self._reach < self._next_key:
             return []
         return [self._emit(self._count - 1)]
 
     def finish(self) -> list[Window[Item]]:
-        """End the stream; return the windows of the last key frames (edge frame repeated)."""
+        """End the stream; return the windows of the last key frames."""
         self._finished = True
         out = []
         while self._next_key < self._count:
@@ -102,6 +112,6 @@ class SlidingWindows(Generic[Item]):
     def _emit(self, last: int) -> Window[Item]:
         key = self._next_key
         held = dict(self._buffer)
-        frames = tuple(min(max(key + o, 0), last) for o in range(-self.half, self.half + 1))
+        frames = _slots(key, last, self.half, self.stride)
         self._next_key += 1
         return Window(key=key, frames=frames, items=tuple(held[f] for f in frames))
