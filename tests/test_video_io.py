@@ -105,6 +105,8 @@ def test_folder_of_frames_in_natural_order(tmp_path):
         frames = list(stream)
         assert stream.rate == Fraction(25)
     assert [int(f[0, 0, 0]) for f in frames] == [8 * i for i in range(12)]
+    assert probe(VideoSource(folder, "frames"), frames_rate=Fraction(30000, 1001)).rate == Fraction(30000, 1001)
+    assert (probe(VideoSource(folder, "frames")).num_frames, probe(VideoSource(folder, "frames")).width) == (12, W)
 
 
 def test_frames_of_changing_size_give_clear_error(tmp_path):
@@ -156,3 +158,13 @@ def test_stopping_early_ends_the_reader_thread(video):
     with stream:
         next(iter(stream))
     assert not stream._thread.is_alive()
+
+
+def test_unreadable_image_in_a_folder_names_the_file(tmp_path):
+    folder = _save_frames(tmp_path / "seq", _frames(3))
+    (folder / "frame1.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(VideoInputError, match=r"frame1\.png: unreadable image"):
+        with FrameStream(VideoSource(folder, "frames")) as stream:
+            list(stream)
+    with pytest.raises(VideoInputError, match=r"frame0\.png: a single image is not a video"):
+        resolve_input(str(folder / "frame0.png"))

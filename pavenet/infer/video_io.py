@@ -112,14 +112,17 @@ class VideoInfo:
         return float(self.rate)
 
 
-def probe(source: VideoSource) -> VideoInfo:
-    """Frame rate, size and (when the container declares it) frame count of a source."""
+def probe(source: VideoSource, frames_rate: Fraction = DEFAULT_FRAMES_FPS) -> VideoInfo:
+    """Frame rate, size and (when the container declares it) frame count of a source.
+
+    A folder of frames has no frame rate of its own; it gets ``frames_rate``.
+    """
     if source.kind == "frames":
         files = _children(source.path, IMAGE_SUFFIXES)
         if not files:
             raise VideoInputError(f"{source.path}: folder contains no images")
         width, height = _read_image(files[0]).shape[1::-1]
-        return VideoInfo(DEFAULT_FRAMES_FPS, width, height, len(files))
+        return VideoInfo(Fraction(frames_rate), width, height, len(files))
     try:
         with av.open(str(source.path)) as container:
             if not container.streams.video:
@@ -171,14 +174,16 @@ class FrameStream:
     The decoder runs ahead of the consumer by at most ``queue_size`` frames (plus the one it
     is handing over). Errors in the decoder are raised by the iterator as
     :class:`VideoInputError`, as is a frame whose size differs from the first frame's.
-    Use as a context manager, or call :meth:`close` when stopping early.
+    Use as a context manager, or call :meth:`close` when stopping early. ``frames_rate`` is the
+    frame rate given to a folder of frames.
     """
 
-    def __init__(self, source: VideoSource, queue_size: int = 8) -> None:
+    def __init__(self, source: VideoSource, queue_size: int = 8,
+                 frames_rate: Fraction = DEFAULT_FRAMES_FPS) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         self.source = source
-        self.info = probe(source)
+        self.info = probe(source, frames_rate)
         self.decoded = 0
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
