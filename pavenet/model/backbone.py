@@ -6,6 +6,7 @@ only from a local state-dict file (``.pth``, ``.pt`` or ``.safetensors``).
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -36,21 +37,40 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, Tensor)}
 
 
-def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
-    """Copy a local checkpoint into ``body``; extra keys (classifier) are ignored.
+def _dotted(key: str) -> str:
+    """timm feature wrappers flatten top-level names ('layers.0' -> 'layers_0'); undo that."""
+    head, sep, rest = key.partition(".")
+    return re.sub(r"_(\d+)$", r".\1", head) + sep + rest
 
-    Raises ValueError naming the file when a backbone weight is missing or has another shape.
+
+def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
+    """Copy a local timm checkpoint into the feature extractor ``body``.
+
+    Weights of modules the extractor lacks (the classifier, stages after the last output)
+    are ignored. Raises ValueError naming the file when a backbone weight is missing, has
+    another shape, or the checkpoint has extra weights inside the extractor's modules (a
+    checkpoint of another architecture).
     """
     state = load_state_dict_file(path)
     own = body.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    source = {k: k if k in state else _dotted(k) for k in own}
+    missing = [k for k, src in source.items()
+               if src not in state and not k.endswith("num_batches_tracked")]
     if missing:
         raise ValueError(f"{path}: {len(missing)} backbone weights missing, e.g. {missing[:5]}")
-    wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-             if k in state and state[k].shape != v.shape]
+    wrong = [f"{k}: {tuple(state[src].shape)} vs {tuple(own[k].shape)}"
+             for k, src in source.items() if src in state and state[src].shape != own[k].shape]
     if wrong:
         raise ValueError(f"{path}: weights of the wrong shape, e.g. {wrong[:5]}")
-    body.load_state_dict({k: state[k] for k in own if k in state}, strict=False)
+    heads = {_dotted(name + ".") for name, _ in body.named_children()}
+    used = set(source.values())
+    extra = [k for k in state if k not in used and not k.endswith("num_batches_tracked")
+             and any(k.startswith(h) for h in heads)]
+    if extra:
+        raise ValueError(f"{path}: {len(extra)} unexpected weights inside the backbone "
+                         f"(another architecture?), e.g. {extra[:5]}")
+    body.load_state_dict({k: state[src] for k, src in source.items() if src in state},
+                         strict=False)
 
 
 class Backbone(nn.Module):
@@ -74,6 +94,8 @@ class Backbone(nn.Module):
             load_backbone_weights(self.body, pretrained_path)
         self.channels: list[int] = list(self.body.feature_info.channels())
         self.strides: list[int] = list(self.body.feature_info.reduction())
+        fmt = getattr(self.body, "output_fmt", "NCHW")
+        self.channels_last = getattr(fmt, "value", fmt) == "NHWC"  # e.g. swin
         if frozen_stages > 0:
             self._freeze_stages(frozen_stages)
         if frozen_bn:
@@ -97,7 +119,10 @@ class Backbone(nn.Module):
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """``images`` (N, 3, H, W) -> one (N, C_i, H_i, W_i) map per out index."""
-        return list(self.body(images))
+        features = list(self.body(images))
+        if self.channels_last:
+            features = [f.permute(0, 3, 1, 2) for f in features]
+        return features
 
 
 class MaskedGroupNorm(nn.GroupNorm):
