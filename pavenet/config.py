@@ -120,6 +120,7 @@ class TrainConfig:
     ema: float = 0.0
     seed: int = 42
     eval_every: int = 1
+    eval_max_sequences: int = 0
     log_every: int = 20
     max_nan_steps: int = 10
 

@@ -12,7 +12,10 @@ import sys
 #: Subcommand name -> module in this package. Only commands that really work are listed.
 COMMANDS: dict[str, str] = {
     "synth": "synth",
+    "train": "train",
+    "test": "test",
     "eval": "eval",
+    "predict": "predict",
 }
 
 

@@ -48,6 +48,13 @@ class PredictedPerson:
             raise ValueError(f"image {self.image_id}, track {self.track_id}: keypoints must be finite")
 
 
+def public_mode() -> int:
+    """File mode of a normally created file (0o666 minus the umask); mkstemp would give 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_json(path: str | Path, payload: object) -> None:
     """Write ``payload`` as JSON to ``path`` through a temporary file and a rename."""
     path = Path(path)
@@ -56,6 +63,7 @@ def atomic_write_json(path: str | Path, payload: object) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(payload, f)
+        os.chmod(tmp, public_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,0 +1,73 @@
+"""``pavenet predict INPUT... --weights CKPT``: tracked poses for videos and folders of frames."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("predict", help="tracked poses (JSON/CSV) and overlay videos for videos or frame folders")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="video files, folders of frames, folders of videos or globs")
+    p.add_argument("--weights", required=True, help="checkpoint (model.safetensors, its folder or a run folder)")
+    p.add_argument("--out", default="runs/predict", help="output folder (default: runs/predict)")
+    p.add_argument("--format", nargs="+", default=["posetrack"], choices=["posetrack", "coco", "csv"],
+                   help="output formats (default: posetrack)")
+    p.add_argument("--render", action="store_true", help="also write an overlay video per input")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default: 4)")
+    p.add_argument("--score-threshold", type=float, default=0.3, help="minimum person score (default: 0.3)")
+    p.add_argument("--smooth", action="store_true", help="One-Euro smoothing of the keypoints")
+    p.add_argument("--no-cache", action="store_true", help="recompute the encoder for every window")
+    return p
+
+
+def _predict_one(est, source, index: int, args: argparse.Namespace) -> list[Path]:
+    from tqdm import tqdm
+
+    from pavenet.infer.outputs import write_outputs
+    from pavenet.infer.video_io import probe
+    from pavenet.viz.overlay import render_video
+
+    total = probe(source).num_frames
+    frames = []
+    with tqdm(total=total, desc=source.name, unit="frame", leave=False) as bar:
+        for pred in est.predict_video(source, args.batch_size, args.score_threshold):
+            frames.append(pred)
+            bar.update(1)
+    out = Path(args.out)
+    written = write_outputs(out, source.name, index, frames, tuple(args.format))
+    if args.render:
+        import numpy as np
+
+        people = ((np.stack([p.keypoints for p in f.people]) if f.people else np.zeros((0, 15, 3)),
+                   [p.track_id for p in f.people]) for f in frames)
+        written.append(render_video(source, people, out / f"{source.name}.mp4"))
+    return written
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pavenet.infer.estimator import PoseEstimator
+    from pavenet.infer.smoothing import SmoothingConfig
+    from pavenet.infer.video_io import VideoInputError, resolve_inputs
+
+    sources, failures = resolve_inputs(args.inputs)
+    failures = [str(e) for e in failures]
+    est = PoseEstimator.from_checkpoint(args.weights, device=args.device, cache=not args.no_cache,
+                                        smoothing=SmoothingConfig(enabled=True) if args.smooth else None)
+    for index, source in enumerate(tqdm(sources, desc="videos", unit="video")):
+        try:
+            for path in _predict_one(est, source, index, args):
+                tqdm.write(f"wrote {path}")
+        except (VideoInputError, ValueError, OSError) as exc:
+            failures.append(f"{source.path}: {exc}")
+            tqdm.write(f"error: {source.path}: {exc}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} input(s) failed:", file=sys.stderr)
+        for f in failures:
+            print(f"  {f}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,211 @@
+"""``PoseEstimator``: video in, tracked poses out (the Python API behind ``pavenet predict``).
+
+Streaming: frames are decoded ahead in a bounded queue (:class:`FrameStream`), the backbone and
+spatial encoder run ONCE per frame, and the per-frame memories are cached and reused by the
+``T`` overlapping windows (:class:`SlidingWindows`); ``batch_size`` windows are decoded per
+forward pass. Every frame is the key frame of one window, so every frame gets predictions;
+near the ends of a video, the slots that fall outside it show the key frame (as in training).
+Track ids come from :class:`WindowLinker`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pavenet.data.transforms import resized_size, to_tensor
+from pavenet.infer.linker import LinkerConfig, WindowLinker, WindowPeople
+from pavenet.infer.smoothing import KeypointSmoother, SmoothingConfig
+from pavenet.infer.video_io import FrameStream, VideoSource, resolve_input
+from pavenet.infer.windows import SlidingWindows, Window
+from pavenet.model.encoder import FrameMemory
+
+
+@dataclass
+class PersonPrediction:
+    """One person in one frame: track id, keypoints (J, 3) = x, y pixels and joint score."""
+
+    track_id: int
+    keypoints: np.ndarray
+    score: float
+
+
+@dataclass
+class FramePrediction:
+    """The people of one frame; ``image`` is the decoded RGB frame when requested."""
+
+    index: int
+    people: list[PersonPrediction]
+    image: Optional[np.ndarray] = field(default=None, repr=False)
+
+
+def cat_memories(items: list[FrameMemory]) -> FrameMemory:
+    """Concatenate per-frame memories along the frame axis (same level layout required)."""
+    first = items[0]
+    return FrameMemory(
+        torch.cat([m.memory for m in items]), first.spatial_shapes, first.level_start_index,
+        torch.cat([m.valid_ratios for m in items]), torch.cat([m.padding_mask for m in items]),
+        first.shapes,
+    )
+
+
+class PoseEstimator:
+    """Runs a trained network over clips and whole videos."""
+
+    def __init__(self, model: torch.nn.Module, postprocessor: torch.nn.Module, short_side: int,
+                 max_size: int, device: Optional[str | torch.device] = None,
+                 linker: Optional[LinkerConfig] = None, smoothing: Optional[SmoothingConfig] = None,
+                 cache: bool = True, amp: bool = False, stride: int = 1):
+        from pavenet.engine.distributed import pick_device
+
+        self.device = pick_device(str(device) if device is not None else None)
+        self.model = model.to(self.device).eval()
+        self.postprocessor = postprocessor
+        self.short_side, self.max_size = short_side, max_size
+        self.linker_cfg = linker or LinkerConfig()
+        self.smoothing = smoothing
+        self.cache, self.amp, self.stride = cache, amp, stride
+        self.num_frames = int(model.num_frames)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: Optional[str] = None, **kwargs: Any) -> "PoseEstimator":
+        """Build the network from the config stored in a checkpoint and load its weights."""
+        from pavenet.config import config_from_dict
+        from pavenet.engine.checkpoint import CheckpointError, read_metadata
+        from pavenet.engine.weights import load_model_weights
+        from pavenet.model import build
+
+        meta = read_metadata(path)
+        if "config" not in meta:
+            raise CheckpointError(f"{path}: no config in the checkpoint metadata (not a pavenet checkpoint?)")
+        cfg = config_from_dict(meta["config"], source=str(path))
+        model, _, post = build(cfg)
+        load_model_weights(model, str(path))
+        kwargs.setdefault("stride", cfg.data.frame_stride)
+        return cls(model, post, cfg.data.test_short_side, cfg.data.test_max_size, device=device, **kwargs)
+
+    # ---------------------------------------------------------------- tensors
+    def preprocess(self, frames: list[np.ndarray]) -> torch.Tensor:
+        """RGB uint8 frames (H, W, 3) of one size -> (N, 3, h, w) normalised network input."""
+        h, w = frames[0].shape[:2]
+        size = resized_size(w, h, self.short_side, self.max_size)
+        images = [Image.fromarray(f).resize(size, Image.BILINEAR) for f in frames]
+        return to_tensor(images).to(self.device)
+
+    def _autocast(self):
+        from pavenet.engine.step import autocast_context
+
+        return autocast_context(self.device, self.amp)
+
+    @torch.no_grad()
+    def encode_frames(self, images: torch.Tensor) -> list[FrameMemory]:
+        mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=self.device)
+        with self._autocast():
+            mem = self.model.encode(images, mask)
+        index = torch.arange(images.shape[0], device=self.device)
+        return [mem.select(index[i:i + 1]) for i in range(images.shape[0])]
+
+    @torch.no_grad()
+    def decode_windows(self, windows: list[Window], orig_size: tuple[int, int]) -> list[list[dict]]:
+        if self.cache:
+            memory = cat_memories([m for w in windows for m in w.items])
+        else:
+            memory = cat_memories(self.encode_frames(torch.cat([x for w in windows for x in w.items])))
+        with self._autocast():
+            outputs = self.model.decode(memory, len(windows))
+        sizes = torch.tensor([orig_size] * len(windows), device=self.device)
+        return self.postprocessor(outputs, sizes)
+
+    # ---------------------------------------------------------------- API
+    def predict_clip(self, frames: list[np.ndarray]) -> list[list[dict]]:
+        """Post-processed output (T dicts, docs/interfaces.md) of one clip of T frames, no tracking."""
+        if len(frames) != self.num_frames:
+            raise ValueError(f"the model reads clips of {self.num_frames} frames, got {len(frames)}")
+        items = self.encode_frames(self.preprocess(frames))
+        window = Window(key=self.num_frames // 2, frames=tuple(range(len(frames))), items=tuple(items))
+        return self.decode_windows([window], frames[0].shape[:2])[0]
+
+    def predict_video(self, source: str | Path | VideoSource, batch_size: int = 1,
+                      score_threshold: Optional[float] = None, keep_images: bool = False,
+                      queue_size: int = 8) -> Iterator[FramePrediction]:
+        """Stream the tracked people of every frame of a video file or a folder of frames."""
+        if not isinstance(source, VideoSource):
+            sources = resolve_input(str(source))
+            if len(sources) != 1:
+                raise ValueError(f"{source}: expected one video, found {len(sources)}")
+            source = sources[0]
+        with FrameStream(source, queue_size=queue_size) as stream:
+            yield from self.predict_frames(stream, batch_size, score_threshold, keep_images,
+                                           fps=float(stream.rate))
+
+    def predict_frames(self, frames: Iterable[np.ndarray], batch_size: int = 1,
+                       score_threshold: Optional[float] = None, keep_images: bool = False,
+                       fps: float = 25.0) -> Iterator[FramePrediction]:
+        """Tracked people of every frame of an iterable of RGB frames (one video)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        linker_cfg = self.linker_cfg
+        if score_threshold is not None:
+            linker_cfg = LinkerConfig(**{**linker_cfg.__dict__, "score_threshold": score_threshold})
+        run = _VideoRun(self, WindowLinker(linker_cfg), batch_size, keep_images,
+                        KeypointSmoother(self.smoothing, fps) if self.smoothing and self.smoothing.enabled else None)
+        yield from run.process(frames)
+
+
+class _VideoRun:
+    """State of one streaming pass over a video."""
+
+    def __init__(self, est: PoseEstimator, linker: WindowLinker, batch_size: int, keep_images: bool,
+                 smoother: Optional[KeypointSmoother]):
+        self.est, self.linker, self.batch_size = est, linker, batch_size
+        self.keep_images, self.smoother = keep_images, smoother
+        self.windows = SlidingWindows(est.num_frames, est.stride)
+        self.images: dict[int, np.ndarray] = {}
+        self.ready: list[Window] = []
+        self.orig_size: Optional[tuple[int, int]] = None
+
+    def process(self, frames: Iterable[np.ndarray]) -> Iterator[FramePrediction]:
+        chunk: list[np.ndarray] = []
+        count = 0
+        for frame in frames:
+            if self.orig_size is None:
+                self.orig_size = frame.shape[:2]
+            if self.keep_images:
+                self.images[count] = frame
+            chunk.append(frame)
+            count += 1
+            if len(chunk) == self.batch_size:
+                yield from self._push(chunk, final=False)
+                chunk = []
+        if count == 0:
+            raise ValueError("the video has no frames")
+        yield from self._push(chunk, final=True)
+
+    def _push(self, chunk: list[np.ndarray], final: bool) -> Iterator[FramePrediction]:
+        if chunk:
+            images = self.est.preprocess(chunk)
+            items = self.est.encode_frames(images) if self.est.cache else list(images.split(1))
+            for item in items:
+                self.ready.extend(self.windows.push(item))
+        if final:
+            self.ready.extend(self.windows.finish())
+        while len(self.ready) >= self.batch_size or (final and self.ready):
+            batch, self.ready = self.ready[:self.batch_size], self.ready[self.batch_size:]
+            yield from self._link(batch)
+
+    def _link(self, batch: list[Window]) -> Iterator[FramePrediction]:
+        for window, clip in zip(batch, self.est.decode_windows(batch, self.orig_size)):
+            people = WindowPeople.from_clip(window.frames, clip)
+            ids = self.linker.update(window.key, people)
+            key = people.keypoints[:, people.key_slot]
+            kept = [i for i, tid in enumerate(ids) if tid >= 0]
+            keypoints = key[kept]
+            if self.smoother is not None and kept:
+                keypoints = self.smoother.smooth(window.key, [ids[i] for i in kept], keypoints)
+            persons = [PersonPrediction(ids[i], keypoints[n].astype(np.float32), float(people.scores[i]))
+                       for n, i in enumerate(kept)]
+            yield FramePrediction(window.key, persons, self.images.pop(window.key, None))

@@ -1,0 +1,77 @@
+"""Writing one video's tracked predictions: PoseTrack18 JSON, COCO results JSON, CSV.
+
+All writers are atomic (temporary file in the target folder, then rename).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+from pavenet.data.joints import MODEL
+from pavenet.eval.writers import PredictedPerson, public_mode, write_coco_results, write_posetrack_predictions
+from pavenet.infer.estimator import FramePrediction
+
+FORMATS = ("posetrack", "coco", "csv")
+
+
+def image_id(video_index: int, frame: int) -> int:
+    """Image id of a frame: unique over the videos of one run (PoseTrack-style numbering)."""
+    return (video_index + 1) * 100_000 + frame
+
+
+def image_entries(name: str, video_index: int, num_frames: int) -> list[dict]:
+    """PoseTrack18 image entries for a video without ground truth (every frame labelled)."""
+    return [
+        {"id": image_id(video_index, k), "file_name": f"{name}/{k:06d}.jpg", "frame_id": image_id(video_index, k),
+         "vid_id": video_index, "nframes": num_frames, "is_labeled": True}
+        for k in range(num_frames)
+    ]
+
+
+def to_people(frames: list[FramePrediction], video_index: int) -> list[PredictedPerson]:
+    return [
+        PredictedPerson(image_id(video_index, f.index), p.track_id, p.keypoints, p.score)
+        for f in frames for p in f.people
+    ]
+
+
+def write_csv(path: Path, frames: list[FramePrediction]) -> None:
+    """One row per joint: frame, track_id, joint, x, y, score."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["frame", "track_id", "joint", "x", "y", "score"])
+            for fr in frames:
+                for p in fr.people:
+                    for j, name in enumerate(MODEL.names):
+                        x, y, s = (float(v) for v in p.keypoints[j])
+                        w.writerow([fr.index, p.track_id, name, f"{x:.2f}", f"{y:.2f}", f"{s:.4f}"])
+        os.chmod(tmp, public_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_outputs(out_dir: Path, name: str, video_index: int, frames: list[FramePrediction],
+                  formats: tuple[str, ...]) -> list[Path]:
+    """Write the requested formats for one video; returns the written paths."""
+    written = []
+    if "posetrack" in formats:
+        p = out_dir / f"{name}.json"
+        write_posetrack_predictions(p, image_entries(name, video_index, len(frames)), to_people(frames, video_index))
+        written.append(p)
+    if "coco" in formats:
+        p = out_dir / f"{name}.coco.json"
+        write_coco_results(p, to_people(frames, video_index))
+        written.append(p)
+    if "csv" in formats:
+        p = out_dir / f"{name}.csv"
+        write_csv(p, frames)
+        written.append(p)
+    return written
