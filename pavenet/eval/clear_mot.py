@@ -20,25 +20,33 @@ The tests check every counter against motmetrics itself on random sequences.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 
-def _assignment(dists: np.ndarray) -> list[tuple[int, int]]:
-    """Pairs motmetrics' SciPy path selects among the finite entries of ``dists``."""
-    valid = np.isfinite(dists)
-    if not valid.any():
+def _assignment(rows: list[list[float]], o_done: list[bool], h_done: list[bool]) -> list[tuple[int, int]]:
+    """Pairs motmetrics' SciPy path selects among the finite distances of the open rows/columns."""
+    cand = [(i, j) for i, row in enumerate(rows) if not o_done[i]
+            for j, d in enumerate(row) if not h_done[j] and math.isfinite(d)]
+    if not cand:
         return []
-    if (valid.sum(axis=0) <= 1).all() and (valid.sum(axis=1) <= 1).all():
-        rows, cols = np.nonzero(valid)
-        return list(zip(rows.tolist(), cols.tolist()))
+    used_i = {i for i, _ in cand}
+    used_j = {j for _, j in cand}
+    if len(used_i) == len(cand) == len(used_j):
+        return cand  # disjoint pairs: the only maximum matching, found by any optimal solver
+    dists = np.array(rows, dtype=np.float64)
+    dists[np.array(o_done), :] = np.nan
+    dists[:, np.array(h_done)] = np.nan
+    valid = np.isfinite(dists)
     if valid.all():
-        costs = dists.copy()
+        costs = dists
     else:
         c = np.abs(dists[valid]).max() + 1
         costs = np.where(valid, dists, 2 * min(dists.shape) * c + 1)
-    rows, cols = linear_sum_assignment(costs)
-    return [(i, j) for i, j in zip(rows.tolist(), cols.tolist()) if valid[i, j]]
+    r, c = linear_sum_assignment(costs)
+    return [(i, j) for i, j in zip(r.tolist(), c.tolist()) if valid[i, j]]
 
 
 class ClearMotAccumulator:
@@ -66,36 +74,39 @@ class ClearMotAccumulator:
         """Matched object appearances (matches + switches)."""
         return self.matches + self.switches
 
-    def update(self, oids: list[int], hids: list[int], dists: np.ndarray) -> None:
+    def update(self, oids: list[int], hids: list[int], dists: np.ndarray | list[list[float]]) -> None:
         """Add one frame: object ids, hypothesis ids and their (n_obj, n_hyp) distances (nan = no pair)."""
-        dists = np.array(dists, dtype=np.float64).reshape(len(oids), len(hids))
-        finite = np.isfinite(dists)
-        self.sum_events += float(dists[finite].sum())
+        rows = dists.tolist() if isinstance(dists, np.ndarray) else dists
+        if len(rows) != len(oids) or any(len(r) != len(hids) for r in rows):
+            raise ValueError(f"distances must be {len(oids)} x {len(hids)}")
+        finite = [d for row in rows for d in row if math.isfinite(d)]
+        if not finite:  # nothing can pair: no RAW distance, no state change
+            self.misses += len(oids)
+            self.false_positives += len(hids)
+            return
+        self.sum_events += math.fsum(finite)
         o_done = [False] * len(oids)
         h_done = [False] * len(hids)
-        if oids and hids:
-            self._carry_forward(oids, hids, dists, o_done, h_done)
-            dists[np.array(o_done), :] = np.nan
-            dists[:, np.array(h_done)] = np.nan
-            for i, j in _assignment(dists):
-                self._new_pair(oids[i], hids[j], float(dists[i, j]))
-                o_done[i] = h_done[j] = True
+        self._carry_forward(oids, hids, rows, o_done, h_done)
+        for i, j in _assignment(rows, o_done, h_done):
+            self._new_pair(oids[i], hids[j], rows[i][j])
+            o_done[i] = h_done[j] = True
         self.misses += o_done.count(False)
         self.false_positives += h_done.count(False)
 
-    def _carry_forward(self, oids: list[int], hids: list[int], dists: np.ndarray,
+    def _carry_forward(self, oids: list[int], hids: list[int], rows: list[list[float]],
                        o_done: list[bool], h_done: list[bool]) -> None:
         for i, o in enumerate(oids):
-            if o not in self._pair:
+            prev = self._pair.get(o)
+            if prev is None:
                 continue
-            prev = self._pair[o]
             j = next((k for k, h in enumerate(hids) if h == prev and not h_done[k]), None)
-            if j is None or not np.isfinite(dists[i, j]):
+            if j is None or not math.isfinite(rows[i][j]):
                 continue
             o_done[i] = h_done[j] = True
             self._matched_objects.add(o)
             self._seen_hypotheses.add(hids[j])
-            self._count(float(dists[i, j]), switch=False)
+            self._count(rows[i][j], switch=False)
 
     def _new_pair(self, o: int, h: int, d: float) -> None:
         switch = o in self._pair and self._pair[o] != h

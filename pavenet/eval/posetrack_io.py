@@ -118,38 +118,55 @@ def _head_size(path: Path, ann: dict, annotated: bool) -> float:
     return 0.6 * float(np.linalg.norm(np.subtract([x2, y2], [x1, y1])))
 
 
+def _keypoints(path: Path, anns: list[dict], slots: np.ndarray, n_slots: int) -> np.ndarray:
+    """(N, J, 3) keypoints of the model joints."""
+    try:
+        kp = np.array([ann["keypoints"] for ann in anns], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as e:
+        raise _fail(path, f"every annotation needs 'keypoints' with {n_slots} x 3 numbers") from e
+    if kp.shape != (len(anns), n_slots * 3):
+        raise _fail(path, f"every annotation's 'keypoints' must hold {n_slots} x 3 numbers")
+    return kp.reshape(len(anns), n_slots, 3)[:, slots]
+
+
+def _scores(path: Path, ann: dict, slots: np.ndarray, n_slots: int) -> np.ndarray | float:
+    scores = ann.get("scores")
+    if not scores:
+        return MIN_SCORE
+    if not isinstance(scores, list) or len(scores) < n_slots:
+        raise _fail(path, f"annotation {ann.get('id')}: 'scores' must hold {n_slots} numbers")
+    try:
+        return np.asarray(scores, dtype=np.float64)[slots]
+    except (TypeError, ValueError) as e:
+        raise _fail(path, f"annotation {ann.get('id')}: 'scores' must be numbers") from e
+
+
+def _track_id(path: Path, ann: dict) -> int:
+    tid = ann.get("track_id")
+    if isinstance(tid, list):
+        tid = tid[0] if tid else None
+    if tid is None:
+        return -1
+    if not isinstance(tid, (int, np.integer)) or isinstance(tid, bool):
+        raise _fail(path, f"annotation {ann.get('id')}: 'track_id' must be an integer")
+    return int(tid)
+
+
 def _people(path: Path, anns: list[dict], slots: np.ndarray, n_slots: int, is_gt: bool) -> People:
     n = len(anns)
-    xy = np.zeros((n, NUM_JOINTS, 2))
-    has = np.zeros((n, NUM_JOINTS), dtype=bool)
-    score = np.full((n, NUM_JOINTS), MIN_SCORE)
-    track = np.full(n, -1, dtype=np.int64)
-    head = np.full(n, np.nan)
+    if n == 0:
+        return People(np.zeros((0, NUM_JOINTS, 2)), np.zeros((0, NUM_JOINTS), bool),
+                      np.zeros((0, NUM_JOINTS)), np.zeros(0, np.int64), np.zeros(0))
+    kp = _keypoints(path, anns, slots, n_slots)
+    has = ~((kp[..., 0] == 0) & (kp[..., 1] == 0) & (kp[..., 2] == 0))
+    score = np.empty((n, NUM_JOINTS))
     for k, ann in enumerate(anns):
-        try:
-            kp = np.asarray(ann["keypoints"], dtype=np.float64).reshape(n_slots, 3)[slots]
-        except (KeyError, TypeError, ValueError) as e:
-            raise _fail(path, f"annotation {ann.get('id')}: 'keypoints' must hold {n_slots} x 3 numbers") from e
-        xy[k] = kp[:, :2]
-        has[k] = ~((kp[:, 0] == 0) & (kp[:, 1] == 0) & (kp[:, 2] == 0))
-        scores = ann.get("scores")
-        if scores:
-            if not isinstance(scores, list) or len(scores) < n_slots:
-                raise _fail(path, f"annotation {ann.get('id')}: 'scores' must hold {n_slots} numbers")
-            try:
-                score[k] = np.asarray(scores, dtype=np.float64)[slots]
-            except (TypeError, ValueError) as e:
-                raise _fail(path, f"annotation {ann.get('id')}: 'scores' must be numbers") from e
-        tid = ann.get("track_id")
-        if tid is not None:
-            if isinstance(tid, list):
-                tid = tid[0] if tid else None
-            if not isinstance(tid, (int, np.integer)) or isinstance(tid, bool):
-                raise _fail(path, f"annotation {ann.get('id')}: 'track_id' must be an integer")
-            track[k] = int(tid)
-        if is_gt:
-            head[k] = _head_size(path, ann, bool(has[k].any()))
-    return People(xy, has, score, track, head)
+        score[k] = _scores(path, ann, slots, n_slots)
+    track = np.array([_track_id(path, ann) for ann in anns], dtype=np.int64)
+    head = np.full(n, np.nan)
+    if is_gt:
+        head = np.array([_head_size(path, ann, bool(h.any())) for ann, h in zip(anns, has)])
+    return People(kp[..., :2].copy(), has, score, track, head)
 
 
 def _check_tracks(path: Path, image_id: int, people: People, missing_ok: bool, unique: bool) -> None:

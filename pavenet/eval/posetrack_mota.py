@@ -50,12 +50,16 @@ def tracking_frames(n_frames: int, strict: bool) -> range:
     return range(n_frames) if strict else range(max(n_frames - 1, 0))
 
 
-def _joint_inputs(frame: Frame, match: FrameMatch, j: int) -> tuple[list[int], list[int], np.ndarray]:
-    g = np.flatnonzero(frame.gt.has[:, j])
-    p = np.flatnonzero(frame.pred.has[:, j])
-    dists = match.dist[np.ix_(p, g, [j])][..., 0].T
-    dists = np.where(match.within[np.ix_(p, g, [j])][..., 0].T, dists, np.nan)
-    return frame.gt.track[g].tolist(), frame.pred.track[p].tolist(), dists
+def _update_frame(accs: list[ClearMotAccumulator], frame: Frame, match: FrameMatch) -> None:
+    """Feed one frame to the per-joint accumulators (objects: GT people with the joint, etc.)."""
+    pairs = np.where(match.within, match.dist, np.nan).transpose(2, 1, 0).tolist()  # (J, G, P)
+    gt_has, pr_has = frame.gt.has.T.tolist(), frame.pred.has.T.tolist()
+    gt_tracks, pr_tracks = frame.gt.track.tolist(), frame.pred.track.tolist()
+    for j, acc in enumerate(accs):
+        g = [k for k, h in enumerate(gt_has[j]) if h]
+        p = [k for k, h in enumerate(pr_has[j]) if h]
+        rows = [[pairs[j][a][b] for b in p] for a in g]
+        acc.update([gt_tracks[k] for k in g], [pr_tracks[k] for k in p], rows)
 
 
 def sequence_counts(frames: list[Frame], matches: list[FrameMatch], strict: bool = False) -> MotCounts:
@@ -64,13 +68,11 @@ def sequence_counts(frames: list[Frame], matches: list[FrameMatch], strict: bool
     used = tracking_frames(len(frames), strict)
     phantom = np.full((1, 1), np.nan)
     for t in used:
-        frame, match = frames[t], matches[t]
-        empty = len(frame.gt) == 0 or len(frame.pred) == 0
-        for j, acc in enumerate(accs):
-            if empty and not strict:
+        if not strict and (len(frames[t].gt) == 0 or len(frames[t].pred) == 0):
+            for acc in accs:
                 acc.update([0], [0], phantom)
-            else:
-                acc.update(*_joint_inputs(frame, match, j))
+        else:
+            _update_frame(accs, frames[t], matches[t])
     counts = MotCounts(frames=len(used))
     counts.misses = np.array([a.misses for a in accs], dtype=np.float64)
     counts.switches = np.array([a.switches for a in accs], dtype=np.float64)
