@@ -133,6 +133,8 @@ def _expand_proposals(proposals: dict[str, Tensor], num_frames: int) -> dict[str
 
 def build_model(cfg: ModelConfig) -> PAVENet:
     """Build PAVE-Net from a :class:`ModelConfig` (no weights are downloaded)."""
+    if cfg.arch != "pavenet":
+        raise ValueError(f"build_model builds model.arch 'pavenet', not '{cfg.arch}'")
     bcfg = cfg.backbone
     backbone = Backbone(bcfg.name, bcfg.out_indices, bcfg.frozen_stages, bcfg.frozen_bn,
                         bcfg.pretrained_path)
