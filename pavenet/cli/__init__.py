@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "test": "test",
     "eval": "eval",
     "predict": "predict",
+    "demo": "demo",
 }
 
 

@@ -31,6 +31,12 @@ class RunLogger:
         self._bar.set_postfix(lr=f"{lr:.2e}", **shown)
         self._bar.update(1)
 
+    def set_total(self, total: int) -> None:
+        """Re-plan the progress bar's length (time-budgeted runs)."""
+        if self.enabled and self._bar.total != total:
+            self._bar.total = total
+            self._bar.refresh()
+
     def log(self, step: int, kind: str, values: dict[str, float]) -> None:
         """Append one record to metrics.jsonl and TensorBoard (``kind``: train / val)."""
         if not self.enabled:

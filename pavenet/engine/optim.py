@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -52,8 +53,9 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: TrainConfi
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int, cfg: TrainConfig
+    optimizer: torch.optim.Optimizer, total_steps: Callable[[], int], steps_per_epoch: int, cfg: TrainConfig
 ) -> torch.optim.lr_scheduler.LambdaLR:
+    """``total_steps`` is read at every step, so a time-budgeted run can re-plan its length."""
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, steps_per_epoch, cfg)
+        optimizer, lambda s: lr_factor(s, total_steps(), steps_per_epoch, cfg)
     )

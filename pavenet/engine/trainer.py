@@ -81,7 +81,7 @@ class Trainer:
         epochs_steps = cfg.train.epochs * self.steps_per_epoch
         self.total_steps = cfg.train.max_steps if cfg.train.max_steps > 0 else epochs_steps
         self.optimizer = build_optimizer(model, cfg.train)
-        self.scheduler = build_scheduler(self.optimizer, self.total_steps, self.steps_per_epoch, cfg.train)
+        self.scheduler = build_scheduler(self.optimizer, lambda: self.total_steps, self.steps_per_epoch, cfg.train)
         self.ema = ModelEMA(model, cfg.train.ema) if cfg.train.ema > 0 else None
         self.step, self.best = 0, -math.inf
         self._stop: Optional[str] = None
@@ -92,11 +92,13 @@ class Trainer:
     def _train_state(self) -> dict:
         return {
             "step": self.step,
+            "total_steps": self.total_steps,
             "best": self.best,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": None,
             "ema": self.ema.state_dict() if self.ema else None,
+            "model": self.model.state_dict() if self.ema else None,
             "rng": rng_state(),
             "world_size": self.dist.world_size,
         }
@@ -105,7 +107,10 @@ class Trainer:
         state_dict, _ = load_weights(path)
         self.model.load_state_dict(state_dict)
         state = load_train_state(path)
+        if state.get("model") is not None:  # with EMA the weights file holds the average
+            self.model.load_state_dict(state["model"])
         self.step, self.best = state["step"], state["best"]
+        self.total_steps = state.get("total_steps", self.total_steps)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema and state.get("ema") is not None:
@@ -149,22 +154,27 @@ class Trainer:
     def _on_signal(self, signum, _frame) -> None:
         self._stop = signal.Signals(signum).name
 
-    def fit(self, max_seconds: float = 0.0) -> dict:
-        """Train until ``total_steps`` (or ``max_seconds``, or a signal); returns the last metrics."""
+    def fit(self, max_seconds: float = 0.0, val_interval: float = 0.0) -> dict:
+        """Train until ``total_steps``, a signal, or ``max_seconds``; returns the last metrics.
+
+        With ``max_seconds`` the run re-plans its length from the measured step time so that the
+        schedule (e.g. cosine) ends with the budget; with ``val_interval`` (seconds) it validates
+        on that clock instead of at epoch ends.
+        """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
             save_config(self.cfg, self.run_dir / "config.yaml")
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         logger = RunLogger(self.run_dir, self.total_steps, self.step, self.dist.is_main)
         try:
-            return self._loop(logger, max_seconds)
+            return self._loop(logger, _Clock(max_seconds, val_interval))
         finally:
             logger.close()
             for s, h in old.items():
                 signal.signal(s, h)
 
-    def _loop(self, logger: RunLogger, max_seconds: float) -> dict:
-        cfg, start, bad, metrics = self.cfg.train, time.monotonic(), 0, {}
+    def _loop(self, logger: RunLogger, clock: "_Clock") -> dict:
+        cfg, bad, metrics, first = self.cfg.train, 0, {}, self.step
         self.model.train()
         batches = self._batches()
         while self.step < self.total_steps and self._stop is None:
@@ -179,20 +189,26 @@ class Trainer:
             self.scheduler.step()
             if self.ema:
                 self.ema.update(self.model)
-            losses = reduce_mean_dict(result.losses, self.dist.device)
-            logger.step(self.step, losses, self.optimizer.param_groups[0]["lr"])
-            if self.step % cfg.log_every == 0:
-                logger.log(self.step, "train", {**losses, "grad_norm": result.grad_norm,
-                                                "lr": self.optimizer.param_groups[0]["lr"]})
-            timeout = max_seconds > 0 and time.monotonic() - start > max_seconds
-            if self._epoch_end() or timeout or self.step == self.total_steps:
+            self._log_step(logger, result)
+            if clock.budget > 0:
+                self.total_steps = clock.plan(self.step, self.step - first, self.total_steps)
+                logger.set_total(self.total_steps)
+            due = clock.validation_due() if clock.interval > 0 else self._epoch_end()
+            if due or self.step >= self.total_steps:
+                t0 = time.monotonic()
                 metrics = self._checkpoint_and_validate(logger)
-            if timeout:
-                break
+                clock.validated(time.monotonic() - t0)
         if self._stop is not None:
             logger.write(f"{self._stop} received: saving and stopping at step {self.step}")
             self.save(("last",))
         return metrics
+
+    def _log_step(self, logger: RunLogger, result) -> None:
+        losses = reduce_mean_dict(result.losses, self.dist.device)
+        lr = self.optimizer.param_groups[0]["lr"]
+        logger.step(self.step, losses, lr)
+        if self.step % self.cfg.train.log_every == 0:
+            logger.log(self.step, "train", {**losses, "grad_norm": result.grad_norm, "lr": lr})
 
     def _epoch_end(self) -> bool:
         epochs_per_eval = max(1, self.cfg.train.eval_every)
@@ -214,3 +230,32 @@ class Trainer:
         self.best = max(self.best, float(score))
         self.save(tags)
         return metrics
+
+
+class _Clock:
+    """Wall-clock budget and validation interval of a time-limited run."""
+
+    def __init__(self, budget: float, interval: float):
+        self.budget, self.interval = budget, interval
+        self.start = self.last_val = time.monotonic()
+        self.val_seconds, self.val_count = 0.0, 0
+
+    def plan(self, step: int, steps_done: int, total: int) -> int:
+        """Total steps that fit the budget at the measured speed, validations included."""
+        elapsed = time.monotonic() - self.start
+        if steps_done < 5:
+            return total
+        per_step = (elapsed - self.val_seconds) / steps_done
+        per_val = self.val_seconds / self.val_count if self.val_count else 0.0
+        left = self.budget - elapsed
+        vals_left = 1 + (left / self.interval if self.interval > 0 else 0)
+        train_left = left - vals_left * per_val
+        return step + max(1, int(train_left / per_step)) if train_left > 0 else step
+
+    def validation_due(self) -> bool:
+        return time.monotonic() - self.last_val >= self.interval
+
+    def validated(self, seconds: float) -> None:
+        self.val_seconds += seconds
+        self.val_count += 1
+        self.last_val = time.monotonic()

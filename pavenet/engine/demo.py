@@ -1,0 +1,170 @@
+"""``pavenet demo``: the whole system on built-in synthetic data, within a time budget.
+
+1. generate synthetic train / val / hard-val videos (PoseTrack18 layout);
+2. train the tiny model (validating on a few val videos for the training curve);
+3. evaluate on val and hard-val with the PoseTrack evaluator (mAP, MOTA);
+4. predict and render an overlay video of one val video;
+5. write ``report.md`` with tables, figures and the commands to reproduce.
+With ``ablation`` the same network with T=1 is trained on the same budget and compared.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from pavenet.config import Config, load_config
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass
+class DemoPlan:
+    out: Path
+    minutes: float = 12.0
+    device: Optional[str] = None
+    ablation: bool = False
+    config: Optional[Path] = None
+    seed: int = 0
+    train_videos: int = 48
+    val_videos: int = 8
+    hard_videos: int = 8
+    frames: int = 40
+    size: tuple[int, int] = (256, 256)
+    max_persons: int = 3
+    val_interval: float = 120.0
+    overrides: tuple[str, ...] = ()
+
+
+def generate_data(plan: DemoPlan, log) -> dict[str, Path]:
+    """Train (easy and hard videos mixed), val (easy) and hard-val roots."""
+    from pavenet.data.synthetic import generate_video, write_video
+
+    roots = {"val": plan.out / "data", "hard-val": plan.out / "data_hard"}
+    jobs = [(roots["val"], "train", "hard" if i % 3 == 2 else "easy", i) for i in range(plan.train_videos)]
+    jobs += [(roots["val"], "val", "easy", plan.train_videos + i) for i in range(plan.val_videos)]
+    jobs += [(roots["hard-val"], "val", "hard", 10_000 + i) for i in range(plan.hard_videos)]
+    t0 = time.time()
+    for root, split, difficulty, number in jobs:
+        seed = int(np.random.SeedSequence([plan.seed, number]).generate_state(1)[0])
+        frames, ann = generate_video(seed, plan.frames, plan.size, plan.max_persons, difficulty,
+                                     split=split, number=number)
+        write_video(root, frames, ann, split)
+    log(f"generated {len(jobs)} videos x {plan.frames} frames in {time.time() - t0:.0f} s")
+    return roots
+
+
+def demo_config(plan: DemoPlan, data_root: Path, num_frames: int) -> Config:
+    path = plan.config or CONFIG_DIR / "synthetic_tiny.yaml"
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: demo config not found (pass --config configs/synthetic_tiny.yaml)")
+    sets = [f"data.root={data_root}", f"model.num_frames={num_frames}", "train.eval_max_sequences=3",
+            *plan.overrides]
+    return load_config(path, sets)
+
+
+def train_model(plan: DemoPlan, cfg: Config, run_dir: Path, seconds: float):
+    """Train within ``seconds``; returns the trained (unwrapped) model."""
+    from pavenet.data import build_dataset, collate
+    from pavenet.engine.distributed import init_distributed
+    from pavenet.engine.evaluate import make_validator
+    from pavenet.engine.trainer import Trainer
+
+    dist = init_distributed(plan.device)
+    dataset = build_dataset(cfg.data, cfg.data.train_split, cfg.model.num_frames, train=True)
+    trainer = Trainer(cfg, run_dir, dist, dataset, collate, validate=make_validator(cfg, run_dir, dist.device))
+    trainer.fit(max_seconds=seconds, val_interval=plan.val_interval)
+    model = trainer.ema.module if trainer.ema else trainer.model
+    return model.eval(), trainer.postprocessor, trainer.step
+
+
+def evaluate_model(model, post, cfg: Config, roots: dict[str, Path], out: Path, device) -> dict[str, dict]:
+    """Full PoseTrack evaluation on val and hard-val."""
+    from pavenet.engine.evaluate import evaluate_split
+    from pavenet.infer.estimator import PoseEstimator
+
+    results = {}
+    for name, root in roots.items():
+        split_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(root)))
+        est = PoseEstimator(model, post, cfg.data.test_short_side, cfg.data.test_max_size, device=device)
+        results[name] = evaluate_split(est, split_cfg, "val", out / f"predictions_{name}", batch_size=4)
+    return results
+
+
+def render_example(model, post, cfg: Config, root: Path, out: Path, device) -> tuple[Path, Path]:
+    """Overlay video of the first val video and a still frame (PNG) from its middle."""
+    from PIL import Image
+
+    from pavenet.infer.estimator import PoseEstimator
+    from pavenet.infer.video_io import FrameStream, VideoSource
+    from pavenet.viz.overlay import draw_people, render_video
+
+    folder = sorted((root / "images" / "val").iterdir())[0]
+    source = VideoSource(folder, "frames")
+    est = PoseEstimator(model, post, cfg.data.test_short_side, cfg.data.test_max_size, device=device)
+    with FrameStream(source) as stream:
+        preds = list(est.predict_frames(stream, batch_size=4))
+    people = [(np.stack([p.keypoints for p in f.people]) if f.people else np.zeros((0, 15, 3)),
+               [p.track_id for p in f.people]) for f in preds]
+    video = render_video(source, people, out / "demo_overlay.mp4")
+    mid = len(preds) // 2
+    with FrameStream(source) as stream:
+        frame = next(f for i, f in enumerate(stream) if i == mid)
+    still = out / "demo_frame.png"
+    Image.fromarray(draw_people(frame, people[mid][0], people[mid][1])).save(still)
+    return video, still
+
+
+def machine_info(device) -> dict:
+    import os
+    import platform
+
+    import torch
+
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu_cores": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(), "device": str(device),
+            "date": time.strftime("%Y-%m-%d")}
+    if str(device).startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def run_demo(plan: DemoPlan, log=print) -> dict:
+    """Run every stage; returns {"results", "ablation", "report"}."""
+    from pavenet.engine.distributed import pick_device
+    from pavenet.eval.posetrack import format_table
+    from pavenet.eval.writers import atomic_write_json
+    from pavenet.viz.report import plot_joint_ap, plot_training_curve, write_report
+
+    start = time.time()
+    plan.out.mkdir(parents=True, exist_ok=True)
+    device = pick_device(plan.device)
+    roots = generate_data(plan, log)
+    reserve = 75.0 + 10.0 * (plan.val_videos + plan.hard_videos) / 8
+    budget = max(30.0, plan.minutes * 60 - (time.time() - start) - reserve)
+    runs = {3: plan.out / "run_t3"}
+    if plan.ablation:
+        runs[1] = plan.out / "run_t1"
+    evaluations, steps = {}, {}
+    for t, run_dir in runs.items():
+        cfg = demo_config(plan, roots["val"], t)
+        log(f"training T={t} for {budget / 60:.1f} min on {device} ({run_dir})")
+        model, post, steps[t] = train_model(plan, cfg, run_dir, budget)
+        evaluations[t] = evaluate_model(model, post, cfg, roots, run_dir, device)
+        atomic_write_json(run_dir / "eval.json", evaluations[t])
+        if t == 3:
+            video, still = render_example(model, post, cfg, roots["val"], plan.out, device)
+    results = evaluations[3]
+    for name, res in results.items():
+        log(f"\n{name} (T=3):\n{format_table(res)}")
+    figures = {"curve": plot_training_curve(runs[3] / "metrics.jsonl", plan.out / "training_curve.png"),
+               "joints": plot_joint_ap(results, plan.out / "joint_ap.png"), "still": still, "video": video}
+    report = write_report(plan, results, evaluations if plan.ablation else None, steps, figures,
+                          machine_info(device), time.time() - start)
+    log(f"\nreport: {report} ({(time.time() - start) / 60:.1f} min in total)")
+    return {"results": results, "ablation": evaluations if plan.ablation else None, "report": report}
