@@ -74,7 +74,7 @@ def test_weights_scale_the_terms_and_rle_replaces_l1() -> None:
     rle = crit(outputs, targets)
     pred, gt = torch.tensor([0.3, 0.1]), torch.tensor([0.2, 0.2])
     expected = crit.rle(pred, torch.full((2,), 0.1), gt).detach()
-    assert float(rle["loss_kpt"]) == pytest.approx(3.0 * float(expected), rel=1e-5)
+    assert float(rle["loss_kpt"].detach()) == pytest.approx(3.0 * float(expected), rel=1e-5)
 
 
 def test_zero_persons_gives_finite_losses_and_gradients() -> None:

@@ -78,7 +78,8 @@ def test_top_k_threshold_scores_and_shapes() -> None:
     assert people["query_index"].dtype == torch.int64
     scores = torch.sigmoid(torch.tensor([2.0, 1.0, 0.5, 0.1]))
     assert torch.allclose(people["scores"], scores)
-    conf = (1 - outputs["sigma"][1, [1, 4, 2, 6], 2].mean(-1)).clamp(0, 1) * outputs["visibility"][1, [1, 4, 2, 6], 2].sigmoid()
+    kept = [1, 4, 2, 6]
+    conf = (1 - outputs["sigma"][1, kept, 2].mean(-1)).clamp(0, 1) * outputs["visibility"][1, kept, 2].sigmoid()
     assert torch.allclose(people["keypoints"][..., 2], scores[:, None] * conf)
     assert torch.allclose(people["keypoints"][..., 0], outputs["keypoints"][1, [1, 4, 2, 6], 2, :, 0] * 80)
     assert torch.allclose(people["keypoints"][..., 1], outputs["keypoints"][1, [1, 4, 2, 6], 2, :, 1] * 50)

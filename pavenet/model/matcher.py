@@ -129,11 +129,14 @@ class HungarianMatcher(nn.Module):
             keypoints: (Q, T, J, 2) predicted keypoints.
             target: the clip's target dict (docs/interfaces.md).
             sup: its supervision masks.
+
+        Only the supervised frames enter the computation (one frame in keyframe mode).
         """
-        pred = keypoints.to(torch.promote_types(keypoints.dtype, torch.float32))
-        gt = target["keypoints"].to(pred.device, pred.dtype)
-        joints = sup.joints.to(pred.device)
-        areas = target["areas"].to(pred.device, pred.dtype)
+        frames = sup.frames.nonzero().flatten().to(keypoints.device)
+        pred = keypoints[:, frames].to(torch.promote_types(keypoints.dtype, torch.float32))
+        gt = target["keypoints"].to(pred.device, pred.dtype)[:, frames]
+        joints = sup.joints.to(pred.device)[:, frames]
+        areas = target["areas"].to(pred.device, pred.dtype)[:, frames]
         cost = self.cost_keypoint * keypoint_l1_cost(pred, gt, joints)
         cost = cost + self.cost_oks * oks_cost(pred, gt, joints, areas, self._sigmas(pred))
         if logits is not None:
