@@ -78,3 +78,14 @@ def test_gradients_reach_prediction_sigma_and_flow() -> None:
     loss.sum().backward()
     assert pred.grad.abs().sum() > 0 and sigma.grad.abs().sum() > 0
     assert loss_fn.flow.s_nets[0][0].weight.grad.abs().sum() > 0
+
+
+def test_autocast_does_not_lower_the_precision() -> None:
+    loss_fn = RLELoss()
+    pred, sigma, gt = torch.rand(4, 15, 2), 0.05 + 0.2 * torch.rand(4, 15, 2), torch.rand(4, 15, 2)
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = loss_fn(pred.bfloat16(), sigma, gt)
+        reference = loss_fn(pred.bfloat16().float(), sigma, gt)
+    assert mixed.dtype == torch.float32
+    assert torch.equal(mixed, reference)

@@ -96,12 +96,13 @@ class RLELoss(nn.Module):
             gt: (..., 2) ground-truth keypoints.
 
         Returns:
-            (...) the loss summed over the two coordinates.
+            (...) the loss summed over the two coordinates, computed in float32 (autocast off).
         """
-        sigma = sigma.float() + 1e-9
-        error = (pred.float() - gt.float()) / sigma
-        log_phi = self.flow.log_prob(error)
-        loss = torch.log(sigma) - log_phi[..., None]
-        if self.residual:
-            loss = loss + torch.log(2.0 * sigma) + error.abs()
-        return loss.sum(-1)
+        with torch.autocast(pred.device.type, enabled=False):
+            sigma = sigma.float() + 1e-9
+            error = (pred.float() - gt.float()) / sigma
+            log_phi = self.flow.log_prob(error)
+            loss = torch.log(sigma) - log_phi[..., None]
+            if self.residual:
+                loss = loss + torch.log(2.0 * sigma) + error.abs()
+            return loss.sum(-1)
