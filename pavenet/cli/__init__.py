@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "eval": "eval",
     "predict": "predict",
     "demo": "demo",
+    "export": "export",
 }
 
 

@@ -10,7 +10,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="tracked poses (JSON/CSV) and overlay videos for videos or frame folders")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="video files, folders of frames, folders of videos or globs")
-    p.add_argument("--weights", required=True, help="checkpoint (model.safetensors, its folder or a run folder)")
+    p.add_argument("--weights", required=True,
+                   help="checkpoint (model.safetensors, its folder or a run folder); with --backend "
+                        "onnxruntime also a `pavenet export` output (model.onnx or its folder)")
+    p.add_argument("--backend", default="pytorch", choices=["pytorch", "onnxruntime"],
+                   help="run the network with PyTorch (default) or ONNX Runtime on the CPU")
     p.add_argument("--out", default="runs/predict", help="output folder (default: runs/predict)")
     p.add_argument("--format", nargs="+", default=["posetrack"], choices=["posetrack", "coco", "csv"],
                    help="output formats (default: posetrack)")
@@ -56,8 +60,9 @@ def run(args: argparse.Namespace) -> int:
 
     sources, failures = resolve_inputs(args.inputs)
     failures = [str(e) for e in failures]
-    est = PoseEstimator.from_checkpoint(args.weights, device=args.device, cache=not args.no_cache,
-                                        smoothing=SmoothingConfig(enabled=True) if args.smooth else None)
+    load = PoseEstimator.from_onnx if args.backend == "onnxruntime" else PoseEstimator.from_checkpoint
+    est = load(args.weights, device=args.device, cache=not args.no_cache,
+               smoothing=SmoothingConfig(enabled=True) if args.smooth else None)
     for index, source in enumerate(tqdm(sources, desc="videos", unit="video")):
         try:
             for path in _predict_one(est, source, index, args):

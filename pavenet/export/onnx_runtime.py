@@ -54,8 +54,10 @@ class _Pair:
     """The two ONNX Runtime sessions of one input size."""
 
     def __init__(self, encoder: Path, decoder: Path, threads: Optional[int]) -> None:
-        import onnxruntime as ort
-
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ImportError("the onnxruntime backend needs ONNX Runtime: pip install 'pavenet[onnx]'") from exc
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

@@ -88,6 +88,27 @@ class PoseEstimator:
         kwargs.setdefault("stride", cfg.data.frame_stride)
         return cls(model, post, cfg.data.test_short_side, cfg.data.test_max_size, device=device, **kwargs)
 
+    @classmethod
+    def from_onnx(cls, path: str | Path, device: Optional[str] = None, threads: Optional[int] = None,
+                  **kwargs: Any) -> "PoseEstimator":
+        """Run the network with ONNX Runtime on the CPU (the ``onnxruntime`` backend).
+
+        ``path`` is a ``pavenet export`` output (``model.onnx`` with its ``model.encoder.onnx`` and
+        ``model.decoder.onnx``, or their folder) or a checkpoint, whose streaming graphs are then
+        exported for each input size on first use. Post-processing and tracking are unchanged.
+        """
+        from pavenet.export.onnx_runtime import OnnxRuntimeNetwork
+        from pavenet.model.postprocess import build_postprocessor
+
+        p = Path(path)
+        exported = p.suffix == ".onnx" or (p.is_dir() and any(p.glob("*.encoder.onnx")))
+        net = (OnnxRuntimeNetwork.from_export(p, threads) if exported
+               else OnnxRuntimeNetwork.from_checkpoint(p, threads))
+        cfg = net.config
+        kwargs.setdefault("stride", cfg.data.frame_stride)
+        return cls(net, build_postprocessor(cfg), cfg.data.test_short_side, cfg.data.test_max_size,
+                   device=device or "cpu", **kwargs)
+
     # ---------------------------------------------------------------- tensors
     def preprocess(self, frames: list[np.ndarray]) -> torch.Tensor:
         """RGB uint8 frames (H, W, 3) of one size -> (N, 3, h, w) normalised network input."""
