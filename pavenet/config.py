@@ -31,6 +31,21 @@ class BackboneConfig:
 
 
 @dataclass
+class VepeConfig:
+    """VEPE components (used when ``model.arch`` is ``vepe``); each switch is one ablation row."""
+
+    stpe: bool = True
+    icm: bool = True
+    stdme: bool = True
+    stpd: bool = True
+    score_threshold: float = 0.3
+    stpe_layers: int = 2
+    stdme_layers: int = 1
+    stdme_points: int = 4
+    stpd_layers: int = 3
+
+
+@dataclass
 class ModelConfig:
     arch: Literal["pavenet", "vepe"] = "pavenet"
     num_frames: int = 3
@@ -50,6 +65,7 @@ class ModelConfig:
     refine_hidden: list[int] = field(default_factory=lambda: [512, 512, 512])
     embed_dim: int = 128
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    vepe: VepeConfig = field(default_factory=VepeConfig)
 
 
 @dataclass
@@ -123,6 +139,7 @@ class TrainConfig:
     eval_max_sequences: int = 0
     log_every: int = 20
     max_nan_steps: int = 10
+    freeze: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -15,9 +15,15 @@ SLOW_PARAM_KEYS = ("sampling_offsets", "reference_points")
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """Split trainable parameters into backbone / slow (offsets, reference points) / rest."""
+    """Split trainable parameters into backbone / slow (offsets, reference points) / rest.
+
+    Parameters whose name starts with one of ``cfg.freeze`` are frozen (``requires_grad``
+    set to False) and left out, e.g. the spatial phase while VEPE trains its temporal phase.
+    """
     groups: dict[str, list[torch.nn.Parameter]] = {"backbone": [], "slow": [], "rest": []}
     for name, p in model.named_parameters():
+        if cfg.freeze and name.startswith(tuple(cfg.freeze)):
+            p.requires_grad_(False)
         if not p.requires_grad:
             continue
         if name.startswith("backbone.") or ".backbone." in name:

@@ -133,6 +133,9 @@ def _expand_proposals(proposals: dict[str, Tensor], num_frames: int) -> dict[str
 
 def build_model(cfg: ModelConfig) -> PAVENet:
     """Build PAVE-Net from a :class:`ModelConfig` (no weights are downloaded)."""
+    if cfg.arch == "vepe":
+        from pavenet.model.vepe.network import build_vepe
+        return build_vepe(cfg)
     if cfg.arch != "pavenet":
         raise ValueError(f"build_model builds model.arch 'pavenet', not '{cfg.arch}'")
     bcfg = cfg.backbone
