@@ -5,7 +5,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from pavenet.config import TrainConfig, load_config
 from pavenet.engine.optim import build_optimizer
@@ -14,7 +13,7 @@ from pavenet.engine.weights import fit_state_dict
 from pavenet.infer.estimator import PoseEstimator
 from pavenet.model import build
 from pavenet.model.deformable_attention import MSDeformAttn
-from pavenet.model.encoder import FrameMemory, encoder_reference_points, flatten_levels
+from pavenet.model.encoder import encoder_reference_points, flatten_levels
 from pavenet.model.pose_attention import FrameDeformAttn
 from pavenet.model.position_encoding import PositionEmbeddingSine
 from pavenet.model.vepe.query_selection import (associate, embedding_similarity, gather_linked,
@@ -244,10 +243,9 @@ def test_estimator_with_vepe_matches_the_direct_clip_output():
     _, model, _, post = small("vepe_tiny")
     perturb(model.stpd, scale=0.02)
     est = PoseEstimator(model, post, short_side=64, max_size=64, device="cpu")
-    est.linker_cfg.score_threshold = 0.0
     g = np.random.default_rng(0)
     frames = [g.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(4)]
-    preds = list(est.predict_frames(iter(frames), batch_size=2))
+    preds = list(est.predict_frames(iter(frames), batch_size=2, score_threshold=0.0))
     assert [p.index for p in preds] == [0, 1, 2, 3]
     with torch.no_grad():
         clip = est.preprocess(frames[:3])[None]
