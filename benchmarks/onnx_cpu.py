@@ -25,16 +25,20 @@ from pavenet.infer.estimator import PoseEstimator
 from pavenet.model.network import build_model
 
 
-def _fps(est: PoseEstimator, frames: list[np.ndarray], batch_size: int, repeats: int) -> float:
-    """Best of ``repeats`` full passes (one warm-up pass first), in frames per second."""
-    list(est.predict_frames(frames, batch_size))
-    best = float("inf")
+def _fps(backends: dict[str, PoseEstimator], frames: list[np.ndarray], batch_size: int,
+         repeats: int) -> dict[str, float]:
+    """Frames per second of each backend: best of ``repeats`` full passes after one warm-up pass,
+    the backends taking turns so that both see the same machine load."""
+    best = {name: float("inf") for name in backends}
+    for name, est in backends.items():
+        list(est.predict_frames(frames, batch_size))
     for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in est.predict_frames(frames, batch_size):
-            pass
-        best = min(best, time.perf_counter() - start)
-    return len(frames) / best
+        for name, est in backends.items():
+            start = time.perf_counter()
+            for _ in est.predict_frames(frames, batch_size):
+                pass
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: len(frames) / took for name, took in best.items()}
 
 
 def main() -> None:
@@ -64,8 +68,8 @@ def main() -> None:
         }
         print(f"{args.config}: {args.frames} frames {args.size[0]}x{args.size[1]} -> network input "
               f"{w}x{h}, T={cfg.model.num_frames}, batch {args.batch_size}, {args.threads} threads")
-        for name, est in backends.items():
-            print(f"{name:12s} {_fps(est, frames, args.batch_size, args.repeats):7.2f} frames/s")
+        for name, fps in _fps(backends, frames, args.batch_size, args.repeats).items():
+            print(f"{name:12s} {fps:7.2f} frames/s")
 
 
 if __name__ == "__main__":
