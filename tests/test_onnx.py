@@ -20,6 +20,8 @@ from pavenet.export.onnx_export import (CLIP_OUTPUTS, ExportOptions, export_clip
 from pavenet.export.onnx_runtime import OnnxRuntimeNetwork  # noqa: E402
 from pavenet.model.network import build_model  # noqa: E402
 
+pytestmark = pytest.mark.slow  # three ONNX exports, ~100 s of one CPU core in all
+
 VIDEO_HW = (96, 128)
 #: test resize that keeps the 128x96 test video at its size
 OVERRIDES = ["data.test_short_side=96", "data.test_max_size=128", "postprocess.top_k=5"]
