@@ -40,6 +40,11 @@ def test_int_accepted_for_float_but_not_reverse(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("train:\n  lr: 1\n")
     assert load_config(p).train.lr == 1.0
+    p.write_text("train:\n  lr: 1e-4\n")  # YAML 1.1 reads this as a string
+    assert load_config(p).train.lr == pytest.approx(1e-4)
+    p.write_text("train:\n  lr: fast\n")
+    with pytest.raises(ConfigError, match="train.lr"):
+        load_config(p)
     p.write_text("model:\n  hidden_dim: 1.5\n")
     with pytest.raises(ConfigError, match="hidden_dim"):
         load_config(p)

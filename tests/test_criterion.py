@@ -64,6 +64,16 @@ def test_hand_computed_losses() -> None:
     assert float(losses["loss"]) == pytest.approx(focal + 0.1 + 1.0 - math.exp(-25.0) + bce, rel=1e-5)
 
 
+def test_ignored_joints_leave_the_visibility_loss() -> None:
+    outputs, targets = small_case()
+    # joint 1 of frame 0 lies in an ignore region: only joint 0 (target 1, logit 1) remains
+    targets[0]["ignored"] = torch.tensor([[[False, True], [False, False]]])
+    losses = make_criterion(ALL)(outputs, targets)
+    assert float(losses["loss_vis"]) == pytest.approx(math.log(1 + math.exp(-1.0)), rel=1e-5)
+    outputs["visibility"][0, 1, 0, 1] = 50.0  # whatever is predicted there costs nothing
+    assert float(make_criterion(ALL)(outputs, targets)["loss_vis"]) == pytest.approx(float(losses["loss_vis"]))
+
+
 def test_weights_scale_the_terms_and_rle_replaces_l1() -> None:
     outputs, targets = small_case()
     weights = {"loss_class": 0.5, "loss_kpt": 3.0, "loss_oks": 0.0, "loss_vis": 2.0}

@@ -113,8 +113,11 @@ def test_ignore_region_hides_joints_and_drops_people(tmp_path: Path) -> None:
     data["images"][0]["ignore_regions_y"] = [[hy - 2, hy - 2, hy + 2, hy + 2]]
     path.write_text(json.dumps(data))
     raw = build_raw_clip(load_sequence(path), 0, 0, 1, 1)
-    assert not raw.visible[0, 0, MODEL.index("head_top")]
+    top = MODEL.index("head_top")
+    assert not raw.visible[0, 0, top] and raw.ignored[0, 0, top] and raw.ignored.sum() == 1
     assert raw.visible[0, 0].sum() == int(kp[:, 2].sum()) - 1
+    tgt = make_item(raw, ClipParams(short_side=96, max_size=1000))["target"]
+    assert tgt["ignored"][0, 0].nonzero().flatten().tolist() == [top]
     data["images"][0]["ignore_regions_x"] = [[-1, 200, 200, -1]]
     data["images"][0]["ignore_regions_y"] = [[-1, -1, 200, 200]]
     path.write_text(json.dumps(data))

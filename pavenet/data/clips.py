@@ -39,6 +39,7 @@ class RawClip:
     image_ids: np.ndarray  # (T,)
     frame_indices: np.ndarray  # (T,)
     meta: dict = field(default_factory=dict)
+    ignored: Optional[np.ndarray] = None  # (G, T, J) annotated but inside an ignore region
 
 
 def clip_indices(key: int, length: int, num_frames: int, stride: int) -> list[int]:
@@ -73,18 +74,23 @@ def in_ignore(points: np.ndarray, polygons: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _frame_joints(frame: Frame, where: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """track id -> ((J, 2) joints, (J,) visible) of one frame, ignore regions applied."""
-    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+def _frame_joints(frame: Frame, where: str) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """track id -> ((J, 2) joints, (J,) visible, (J,) ignored) of one frame.
+
+    ``visible``: annotated and outside every ignore region; ``ignored``: annotated but inside one.
+    """
+    out: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for person in frame.persons:
         if person.track_id in out:
             raise AnnotationError(f"{where}: track_id {person.track_id} appears twice in frame {frame.index}")
         kp = person.keypoints[POSETRACK18_TO_MODEL]
-        vis = kp[:, 2] > 0
-        if frame.ignore_regions and vis.any():
-            vis &= ~in_ignore(kp[:, :2], frame.ignore_regions)
+        annotated = kp[:, 2] > 0
+        inside = np.zeros_like(annotated)
+        if frame.ignore_regions and annotated.any():
+            inside = annotated & in_ignore(kp[:, :2], frame.ignore_regions)
+        vis = annotated & ~inside
         if vis.any():
-            out[person.track_id] = (kp[:, :2].copy(), vis)
+            out[person.track_id] = (kp[:, :2].copy(), vis, inside)
     return out
 
 
@@ -96,14 +102,15 @@ def build_raw_clip(seq: Sequence, video_id: int, key: int, num_frames: int, stri
     tracks = sorted({tid for d in per_frame for tid in d})
     g, j = len(tracks), len(MODEL)
     kp, vis = np.zeros((g, num_frames, j, 2)), np.zeros((g, num_frames, j), bool)
+    ignored = np.zeros((g, num_frames, j), bool)
     present = np.zeros((g, num_frames), bool)
     for t, d in enumerate(per_frame):
         for gi, tid in enumerate(tracks):
             if tid in d:
-                kp[gi, t], vis[gi, t] = d[tid]
+                kp[gi, t], vis[gi, t], ignored[gi, t] = d[tid]
                 present[gi, t] = True
     return RawClip(
-        images=[load_image(f) for f in frames], keypoints=kp, visible=vis, present=present,
+        images=[load_image(f) for f in frames], keypoints=kp, visible=vis, ignored=ignored, present=present,
         labeled=np.array([f.is_labeled for f in frames]), track_ids=np.array(tracks, np.int64),
         video_id=video_id, key_frame=num_frames // 2,
         image_ids=np.array([f.image_id for f in frames], np.int64), frame_indices=np.array(idx, np.int64),
@@ -114,10 +121,13 @@ def make_item(raw: RawClip, params: ClipParams) -> dict[str, Any]:
     """Augment a raw clip and build ``{"frames": (T, 3, H, W), "target": Targets dict}``."""
     orig_w, orig_h = raw.images[0].size
     images, kp, vis = apply_clip(raw.images, raw.keypoints, raw.visible, params)
+    ignored = raw.ignored if raw.ignored is not None else np.zeros_like(raw.visible)
+    ignored = ignored[..., MODEL.flip_permutation] if params.flip else ignored
     w, h = images[0].size
     present = raw.present & vis.any(-1)
     keep = present.any(1)
     kp, vis, present = kp[keep], vis[keep] & present[keep][..., None], present[keep]
+    ignored = ignored[keep] & present[..., None]
     norm = np.where(vis[..., None], kp / np.array([w, h]), 0.0)
     lo = np.where(vis[..., None], norm, np.inf).min(2)
     hi = np.where(vis[..., None], norm, -np.inf).max(2)
@@ -125,6 +135,7 @@ def make_item(raw: RawClip, params: ClipParams) -> dict[str, Any]:
     target = {
         "keypoints": torch.from_numpy(norm.astype(np.float32)),
         "visible": torch.from_numpy(vis),
+        "ignored": torch.from_numpy(ignored.copy()),
         "present": torch.from_numpy(present),
         "labeled": torch.from_numpy(raw.labeled.copy()),
         "areas": torch.from_numpy(areas.astype(np.float32)),

@@ -14,16 +14,31 @@ from pavenet.config import TrainConfig
 SLOW_PARAM_KEYS = ("sampling_offsets", "reference_points")
 
 
-def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+def freeze_parameters(model: nn.Module, prefixes: list[str]) -> int:
+    """Stop training the parameters whose name starts with one of ``prefixes``; returns their count.
+
+    Must run before the model is wrapped in DistributedDataParallel.
+    """
+    count = 0
+    for name, p in model.named_parameters():
+        if prefixes and name.startswith(tuple(prefixes)):
+            p.requires_grad_(False)
+            count += 1
+    return count
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig, extra: nn.Module | None = None) -> list[dict]:
     """Split trainable parameters into backbone / slow (offsets, reference points) / rest.
 
-    Parameters whose name starts with one of ``cfg.freeze`` are frozen (``requires_grad``
-    set to False) and left out, e.g. the spatial phase while VEPE trains its temporal phase.
+    Parameters whose name starts with one of ``cfg.freeze`` are frozen and left out, e.g. the
+    spatial phase while VEPE trains its temporal phase. ``extra`` (the criterion, whose RLE
+    flow has parameters) joins the "rest" group.
     """
+    freeze_parameters(model, cfg.freeze)
     groups: dict[str, list[torch.nn.Parameter]] = {"backbone": [], "slow": [], "rest": []}
+    if extra is not None:
+        groups["rest"] += [p for p in extra.parameters() if p.requires_grad]
     for name, p in model.named_parameters():
-        if cfg.freeze and name.startswith(tuple(cfg.freeze)):
-            p.requires_grad_(False)
         if not p.requires_grad:
             continue
         if name.startswith("backbone.") or ".backbone." in name:
@@ -40,8 +55,8 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+def build_optimizer(model: nn.Module, cfg: TrainConfig, extra: nn.Module | None = None) -> torch.optim.AdamW:
+    return torch.optim.AdamW(param_groups(model, cfg, extra), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: TrainConfig) -> float:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pavenet.engine.distributed import all_reduce_sum
+from pavenet.engine.distributed import all_reduce_sum, is_dist
 
 
 class TrainingDiverged(RuntimeError):
@@ -49,6 +49,16 @@ def _all_finite(loss: torch.Tensor) -> bool:
     return all_reduce_sum(bad).item() == 0
 
 
+def sync_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Average the gradients of parameters outside DDP (the criterion's RLE flow) over ranks."""
+    if not is_dist():
+        return
+    for p in params:
+        if p.grad is not None:
+            torch.distributed.all_reduce(p.grad)
+            p.grad /= torch.distributed.get_world_size()
+
+
 def train_step(
     model: nn.Module,
     criterion: nn.Module,
@@ -82,6 +92,7 @@ def train_step(
             (loss / n).backward()
         for k, v in losses.items():
             totals[k] = totals.get(k, 0.0) + float(v.detach()) / n
+    sync_gradients(list(criterion.parameters()))
     params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     max_norm = clip_grad if clip_grad > 0 else float("inf")
     norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))

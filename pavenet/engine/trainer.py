@@ -18,7 +18,7 @@ from pavenet.engine.checkpoint import load_train_state, load_weights, save_check
 from pavenet.engine.distributed import DistInfo, barrier, reduce_mean_dict
 from pavenet.engine.ema import ModelEMA
 from pavenet.engine.logger import RunLogger
-from pavenet.engine.optim import build_optimizer, build_scheduler
+from pavenet.engine.optim import build_optimizer, build_scheduler, freeze_parameters
 from pavenet.engine.sampler import ResumableSampler, SeededDataset
 from pavenet.engine.step import TrainingDiverged, move_batch, train_step
 from pavenet.engine.weights import load_model_weights
@@ -72,7 +72,8 @@ class Trainer:
             load_model_weights(model, weights)
         self.model = model.to(dist.device)
         self.criterion.to(dist.device)
-        self.ddp = DistributedDataParallel(model, find_unused_parameters=False) if dist.distributed else model
+        freeze_parameters(model, cfg.train.freeze)
+        self.ddp = DistributedDataParallel(model, find_unused_parameters=True) if dist.distributed else model
         self.dataset = SeededDataset(dataset, cfg.train.seed)
         self.collate_fn = collate_fn
         self.sampler = ResumableSampler(len(dataset), True, cfg.train.seed, dist.rank, dist.world_size)
@@ -80,7 +81,7 @@ class Trainer:
         self.steps_per_epoch = max(1, len(self.sampler) // per_step)
         epochs_steps = cfg.train.epochs * self.steps_per_epoch
         self.total_steps = cfg.train.max_steps if cfg.train.max_steps > 0 else epochs_steps
-        self.optimizer = build_optimizer(model, cfg.train)
+        self.optimizer = build_optimizer(model, cfg.train, extra=self.criterion)
         self.scheduler = build_scheduler(self.optimizer, lambda: self.total_steps, self.steps_per_epoch, cfg.train)
         self.ema = ModelEMA(model, cfg.train.ema) if cfg.train.ema > 0 else None
         self.step, self.best = 0, -math.inf
@@ -99,6 +100,7 @@ class Trainer:
             "scaler": None,
             "ema": self.ema.state_dict() if self.ema else None,
             "model": self.model.state_dict() if self.ema else None,
+            "criterion": self.criterion.state_dict(),
             "rng": rng_state(),
             "world_size": self.dist.world_size,
         }
@@ -109,8 +111,8 @@ class Trainer:
         state = load_train_state(path)
         if state.get("model") is not None:  # with EMA the weights file holds the average
             self.model.load_state_dict(state["model"])
+        self.criterion.load_state_dict(state["criterion"])
         self.step, self.best = state["step"], state["best"]
-        self.total_steps = state.get("total_steps", self.total_steps)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema and state.get("ema") is not None:

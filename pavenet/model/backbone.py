@@ -160,15 +160,16 @@ class ChannelMapper(nn.Module):
     def __init__(self, in_channels: Sequence[int], d_model: int, extra_levels: int = 1) -> None:
         super().__init__()
         groups = math.gcd(32, d_model)
-        self.proj = nn.ModuleList(nn.Conv2d(c, d_model, 1) for c in in_channels)
+        # no conv bias: the GroupNorm that follows removes it (with one channel per group its
+        # true gradient is zero, and Adam would turn the float noise into full-size updates)
+        self.proj = nn.ModuleList(nn.Conv2d(c, d_model, 1, bias=False) for c in in_channels)
         self.extra = nn.ModuleList(
-            nn.Conv2d(in_channels[-1] if i == 0 else d_model, d_model, 3, stride=2, padding=1)
+            nn.Conv2d(in_channels[-1] if i == 0 else d_model, d_model, 3, stride=2, padding=1, bias=False)
             for i in range(extra_levels))
         self.norms = nn.ModuleList(MaskedGroupNorm(groups, d_model)
                                    for _ in range(len(in_channels) + extra_levels))
         for conv in [*self.proj, *self.extra]:
             nn.init.xavier_uniform_(conv.weight, gain=1)
-            nn.init.zeros_(conv.bias)
 
     def forward(self, features: Sequence[Tensor], mask: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """``features`` from the backbone, ``mask`` (N, H, W) True on padding.

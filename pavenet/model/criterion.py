@@ -55,6 +55,7 @@ class Matched:
     frames: Tensor
     visible: Tensor
     keys: list[tuple[int, int]]
+    ignored: Tensor  # (N, T, J) joints inside ignore regions: left out of the visibility loss
 
 
 def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float, gamma: float) -> Tensor:
@@ -111,7 +112,8 @@ class SetCriterion(nn.Module):
 
     def gather(self, indices: Indices, targets: list[dict], keyframe_only: bool, device: torch.device) -> Matched:
         """Collect the supervision of the matched pairs, in batch order."""
-        parts: dict[str, list[Tensor]] = {k: [] for k in ("batch", "query", "kpt", "joints", "areas", "frames", "vis")}
+        parts: dict[str, list[Tensor]] = {
+            k: [] for k in ("batch", "query", "kpt", "joints", "areas", "frames", "vis", "ign")}
         keys: list[tuple[int, int]] = []
         for b, ((q, g), target) in enumerate(zip(indices, targets)):
             sup = supervision(target, keyframe_only)
@@ -122,10 +124,12 @@ class SetCriterion(nn.Module):
             parts["areas"].append(target["areas"][g])
             parts["frames"].append(sup.frames[None].expand(len(g), -1))
             parts["vis"].append(target["visible"].bool()[g] & target["present"].bool()[g][..., None])
+            ignored = target.get("ignored")
+            parts["ign"].append(ignored.bool()[g] if ignored is not None else torch.zeros_like(parts["vis"][-1]))
             keys += [(int(target["video_id"]), int(t)) for t in target["track_ids"][g]]
         cat = {k: torch.cat(v).to(device) for k, v in parts.items()}
         return Matched(cat["batch"], cat["query"], cat["kpt"].float(), cat["joints"], cat["areas"].float(),
-                       cat["frames"], cat["vis"], keys)
+                       cat["frames"], cat["vis"], keys, cat["ign"])
 
     def loss_class(self, out: dict, m: Matched, num_tracks: Tensor, valid: Optional[Tensor]) -> Tensor:
         """Focal loss over the valid queries (target 1 for matched ones) / number of tracks."""
@@ -162,7 +166,7 @@ class SetCriterion(nn.Module):
     def loss_visibility(self, out: dict, m: Matched) -> Tensor:
         """Per-frame per-joint BCE on the supervised frames of matched queries."""
         logits = out["visibility"][m.batch, m.query].float()
-        weight = m.frames[..., None].expand_as(logits).to(logits.dtype)
+        weight = (m.frames[..., None].expand_as(logits) & ~m.ignored).to(logits.dtype)
         bce = F.binary_cross_entropy_with_logits(logits, m.visible.to(logits.dtype), reduction="none")
         return (bce * weight).sum() / reduced_count(weight.sum())
 

@@ -1,0 +1,161 @@
+"""Training engine: DDP equivalence, exact resume, signals, NaN handling (tiny model, 64x64 data)."""
+import os
+import signal
+import socket
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from pavenet.config import load_config
+from pavenet.data import build_dataset, collate
+from pavenet.data.synthetic import write_dataset
+from pavenet.engine.checkpoint import load_weights
+from pavenet.engine.distributed import DistInfo, cleanup, init_distributed
+from pavenet.engine.step import TrainingDiverged
+from pavenet.engine.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SMALL = [
+    "model.hidden_dim=32", "model.num_heads=2", "model.enc_layers=1", "model.ffn_dim=64",
+    "model.num_queries=8", "model.num_kept=4", "model.pose_dec_layers=1", "model.joint_dec_layers=1",
+    "model.refine_hidden=[32]", "model.embed_dim=16", "model.backbone.name=resnet10t",
+    "model.backbone.frozen_bn=true", "data.train_short_side=[64,64]", "data.train_max_size=64",
+    "data.test_short_side=64", "data.test_max_size=64", "data.num_workers=0", "train.log_every=1",
+    "train.schedule=step", "train.warmup_steps=3", "train.lr=1e-3", "train.amp=false",
+    # no random crop: every clip keeps the 64x64 size, so a batch of two needs no padding (a CNN
+    # backbone is not exactly padding-invariant, which would break the DDP comparison)
+    "data.crop=false",
+]
+
+
+# Adam divides every gradient entry by its own magnitude, so float summation-order noise in
+# near-zero entries becomes an update of up to ~lr; lr 1e-4 keeps that under the 1e-5 tolerance
+DDP_CHECK = ("train.max_steps=3", "train.lr=1e-4")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    write_dataset(root, videos=2, frames=6, size=(64, 64), max_persons=2, seed=3, val_videos=1)
+    return root
+
+
+def small_cfg(root: Path, *extra: str):
+    return load_config(ROOT / "configs" / "synthetic_tiny.yaml", [f"data.root={root}", *SMALL, *extra])
+
+
+def make_trainer(root: Path, run: Path, *extra: str, dist: DistInfo | None = None, **kw) -> Trainer:
+    cfg = small_cfg(root, *extra)
+    ds = build_dataset(cfg.data, "train", cfg.model.num_frames, train=True)
+    return Trainer(cfg, run, dist or DistInfo(), ds, collate, **kw)
+
+
+def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _ddp_worker(rank: int, root: str, run: str, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist = init_distributed("cpu")
+    trainer = make_trainer(Path(root), Path(run), *DDP_CHECK, "data.batch_size=1", dist=dist)
+    trainer.fit()
+    if rank == 0:
+        torch.save(params(trainer.model), out)
+    cleanup()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_equal_one_process_with_double_batch(data_root, tmp_path):
+    out = tmp_path / "ddp.pt"
+    mp.spawn(_ddp_worker, args=(str(data_root), str(tmp_path / "ddp"), _free_port(), str(out)), nprocs=2)
+    single = make_trainer(data_root, tmp_path / "single", *DDP_CHECK, "data.batch_size=2")
+    start = params(single.model)
+    single.fit()
+    ddp = torch.load(out)
+    moved = 0
+    for k, v in params(single.model).items():
+        torch.testing.assert_close(ddp[k], v, atol=1e-5, rtol=0, msg=k)
+        moved += int(not torch.equal(v, start[k]))
+    assert moved > 10  # training really changed the weights
+
+
+def test_four_steps_equal_two_plus_resume_plus_two(data_root, tmp_path):
+    full = make_trainer(data_root, tmp_path / "full", "train.max_steps=4")
+    full.fit()
+    part = make_trainer(data_root, tmp_path / "part", "train.max_steps=4")
+    part.total_steps = 2
+    part.fit()
+    assert load_weights(tmp_path / "part")[1]["step"] == 2
+    resumed = make_trainer(data_root, tmp_path / "part", "train.max_steps=4", resume=str(tmp_path / "part"))
+    assert resumed.step == 2
+    resumed.fit()
+    for k, v in params(full.model).items():
+        assert torch.equal(v, params(resumed.model)[k]), k
+    assert resumed.optimizer.param_groups[0]["lr"] == full.optimizer.param_groups[0]["lr"]
+
+
+def test_sigterm_saves_and_stops(data_root, tmp_path):
+    trainer = make_trainer(data_root, tmp_path / "sig", "train.max_steps=50")
+    calls = {"n": 0}
+    original = trainer.criterion.forward
+
+    def criterion_then_signal(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*a, **k)
+
+    trainer.criterion.forward = criterion_then_signal
+    trainer.fit()
+    assert trainer.step == 2
+    assert load_weights(tmp_path / "sig")[1]["step"] == 2
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_nan_loss_is_skipped_and_repeated_nan_stops_with_checkpoint_intact(data_root, tmp_path):
+    trainer = make_trainer(data_root, tmp_path / "nan", "train.max_steps=2", "train.max_nan_steps=3")
+    trainer.fit()
+    saved, meta = load_weights(tmp_path / "nan")
+    before = params(trainer.model)
+    original = trainer.criterion.forward
+    calls = {"n": 0}
+
+    def nan_once(*a, **k):
+        calls["n"] += 1
+        out = original(*a, **k)
+        if calls["n"] == 1:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    trainer.criterion.forward = nan_once
+    trainer.total_steps = 3
+    with pytest.warns(RuntimeWarning, match="non-finite loss"):
+        trainer.fit()
+    assert trainer.step == 3 and calls["n"] == 2  # one skipped, one real step
+    assert any(not torch.equal(v, before[k]) for k, v in params(trainer.model).items())
+
+    def always_nan(*a, **k):
+        out = original(*a, **k)
+        out["loss"] = out["loss"] * float("nan")
+        return out
+
+    trainer.criterion.forward = always_nan
+    trainer.total_steps = 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(TrainingDiverged, match="3 non-finite steps"):
+            trainer.fit()
+    state, meta2 = load_weights(tmp_path / "nan")
+    assert meta2["step"] == 3
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
