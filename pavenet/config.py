@@ -87,6 +87,8 @@ class LossConfig:
     weight_visibility: float = 1.0
     weight_consistency: float = 0.0
     consistency_margin: float = 0.3
+    #: >1: each track supervises its k cheapest encoder proposals (convergence aid; published: 1)
+    enc_one_to_many: int = 1
 
 
 @dataclass

@@ -211,3 +211,21 @@ def test_loss_does_not_depend_on_the_process_split() -> None:
     mp.spawn(_rank_loss, args=(_free_port(), outputs, targets, result), nprocs=2)
     # DDP averages gradients over ranks, so the mean of the per-rank losses is what is optimised
     assert float(result.mean()) == pytest.approx(single.item(), rel=1e-5)
+
+
+def test_encoder_one_to_many_supervises_k_proposals_per_track() -> None:
+    outputs, targets = small_case()
+    s = 6
+    outputs["enc_outputs"] = {
+        "logits": torch.zeros(1, s),  # p = 0.5 for every proposal
+        "keypoints": torch.rand(1, s, 2, 2, 2, generator=torch.Generator().manual_seed(0)),
+        "sigma": torch.full((1, s, 2, 2, 2), 0.1),
+        "token_mask": torch.ones(1, s, dtype=torch.bool),
+    }
+    pos = 0.25 * 0.25 * math.log(2.0)  # focal term of a positive at p = 0.5
+    neg = 0.75 * 0.25 * math.log(2.0)
+    for k, positives in ((1, 1), (3, 3)):
+        crit = make_criterion({"loss_class": 1.0})
+        crit.enc_one_to_many = k
+        loss = float(crit(outputs, targets)["loss_class_enc"])
+        assert loss == pytest.approx(positives * pos + (s - positives) * neg, rel=1e-5)

@@ -140,3 +140,20 @@ def test_default_sigmas_are_posetrack() -> None:
     cost = HungarianMatcher(0.0, 0.0, 1.0).cost_matrix(None, out["keypoints"][0], target, supervision(target, False))
     expected = 1 - math.exp(-1e-4 / (2 * float(target["areas"][0, 0]) * (2 * OKS_SIGMAS[5]) ** 2))
     assert float(cost[0, 0]) == pytest.approx(expected, rel=1e-3)
+
+
+def test_match_many_takes_the_k_cheapest_queries_per_track() -> None:
+    from pavenet.model.matcher import _k_cheapest
+
+    cost = torch.tensor([[0.1, 0.5], [0.2, 0.1], [0.9, 0.3], [0.4, 0.8], [0.3, 0.9]])
+    rows, cols = _k_cheapest(cost, 2)
+    # track 0 wants rows 0, 1; track 1 wants rows 1, 2; row 1 is cheaper for track 1
+    assert rows.tolist() == [0, 1, 2] and cols.tolist() == [0, 1, 1]
+    rows, cols = _k_cheapest(cost, 3)
+    assert rows.tolist() == [0, 1, 2, 4] and cols.tolist() == [0, 1, 1, 0]
+    brute = {}
+    for c in range(2):
+        for r in cost[:, c].argsort()[:3].tolist():
+            if r not in brute or cost[r, c] < cost[r, brute[r]]:
+                brute[r] = c
+    assert dict(zip(rows.tolist(), cols.tolist())) == brute

@@ -78,6 +78,8 @@ class SetCriterion(nn.Module):
         focal_alpha, focal_gamma: focal classification loss parameters.
         consistency_margin: triplet margin of the instance consistency loss (cosine distance).
         sigmas: per-joint OKS sigmas (default: the 15 PoseTrack sigmas).
+        enc_one_to_many: with k > 1 each track supervises its k cheapest encoder proposals
+            (:meth:`HungarianMatcher.match_many`) instead of one.
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class SetCriterion(nn.Module):
         focal_gamma: float = 2.0,
         consistency_margin: float = 0.3,
         sigmas: Optional[Sequence[float]] = None,
+        enc_one_to_many: int = 1,
     ) -> None:
         super().__init__()
         if keypoint_loss not in ("rle", "l1"):
@@ -104,6 +107,7 @@ class SetCriterion(nn.Module):
         self.margin = consistency_margin
         self.sigmas = None if sigmas is None else torch.as_tensor(sigmas, dtype=torch.float32)
         self.rle = RLELoss() if keypoint_loss == "rle" else None
+        self.enc_one_to_many = enc_one_to_many
 
     def _sigmas(self, like: Tensor) -> Tensor:
         if self.sigmas is None:
@@ -219,7 +223,9 @@ class SetCriterion(nn.Module):
         top: Indices = []
         for suffix, out, kf in entries:
             valid = out.get("query_mask", out.get("token_mask"))
-            if "logits" in out:
+            if "logits" in out and suffix == "_enc" and self.enc_one_to_many > 1:
+                indices = self.matcher.match_many(out, targets, self.enc_one_to_many, valid, kf)
+            elif "logits" in out:
                 indices = self.matcher(out, targets, query_mask=valid, keyframe_only=kf)
             else:
                 indices = _restrict(top, valid)
@@ -261,4 +267,4 @@ def build_criterion(cfg: Config) -> SetCriterion:
     }
     matcher = build_matcher(cfg.matcher, loss.focal_alpha, loss.focal_gamma)
     return SetCriterion(matcher, weights, loss.keypoint_loss, loss.focal_alpha, loss.focal_gamma,
-                        loss.consistency_margin)
+                        loss.consistency_margin, enc_one_to_many=loss.enc_one_to_many)

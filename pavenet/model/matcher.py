@@ -164,6 +164,21 @@ class HungarianMatcher(nn.Module):
             B pairs ``(query_idx, target_idx)`` of int64 CPU tensors of equal length
             ``min(#valid queries, #active tracks)``, sorted by query index.
         """
+        return self._match(outputs, targets, query_mask, keyframe_only, _hungarian)
+
+    @torch.no_grad()
+    def match_many(self, outputs: dict, targets: list[dict], k: int, query_mask: Optional[Tensor] = None,
+                   keyframe_only: Optional[bool] = None) -> Indices:
+        """One-to-many assignment: every active track takes its ``k`` cheapest queries.
+
+        A query wanted by several tracks stays with the one it is cheapest for. A convergence
+        aid for the dense encoder proposals (many positives per person); ``k=1`` is not the
+        Hungarian assignment, use :meth:`forward` for that.
+        """
+        return self._match(outputs, targets, query_mask, keyframe_only, lambda cost: _k_cheapest(cost, k))
+
+    def _match(self, outputs: dict, targets: list[dict], query_mask: Optional[Tensor],
+               keyframe_only: Optional[bool], assign) -> Indices:
         kf = self.mode == "keyframe" if keyframe_only is None else keyframe_only
         logits = outputs.get("logits")
         indices: Indices = []
@@ -181,10 +196,24 @@ class HungarianMatcher(nn.Module):
             cost = cost[queries.to(cost.device)][:, tracks.to(cost.device)].cpu()
             if not torch.isfinite(cost).all():
                 raise FloatingPointError(f"matcher: non-finite matching cost in clip {b} of the batch")
-            rows, cols = linear_sum_assignment(cost.numpy())
-            indices.append((queries[torch.as_tensor(rows, dtype=torch.int64)],
-                            tracks[torch.as_tensor(cols, dtype=torch.int64)]))
+            rows, cols = assign(cost)
+            indices.append((queries[rows], tracks[cols]))
         return indices
+
+
+def _hungarian(cost: Tensor) -> tuple[Tensor, Tensor]:
+    rows, cols = linear_sum_assignment(cost.numpy())
+    return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)
+
+
+def _k_cheapest(cost: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """(rows, cols): each column's k cheapest rows; a row chosen twice keeps its cheapest column."""
+    top = cost.topk(min(k, cost.shape[0]), dim=0, largest=False).indices
+    chosen = torch.full_like(cost, float("inf"))
+    chosen.scatter_(0, top, cost.gather(0, top))
+    best, cols = chosen.min(1)
+    rows = torch.isfinite(best).nonzero().flatten()
+    return rows, cols[rows]
 
 
 def build_matcher(cfg: MatcherConfig, focal_alpha: float = 0.25, focal_gamma: float = 2.0) -> HungarianMatcher:
