@@ -39,6 +39,7 @@ class DemoPlan:
     max_persons: int = 3
     val_interval: float = 120.0
     overrides: tuple[str, ...] = ()
+    train_seconds: Optional[float] = None  #: fixed training time (default: what the budget leaves)
 
 
 def generate_data(plan: DemoPlan, log) -> dict[str, Path]:
@@ -146,7 +147,7 @@ def run_demo(plan: DemoPlan, log=print) -> dict:
     device = pick_device(plan.device)
     roots = generate_data(plan, log)
     reserve = 75.0 + 10.0 * (plan.val_videos + plan.hard_videos) / 8
-    budget = max(30.0, plan.minutes * 60 - (time.time() - start) - reserve)
+    budget = plan.train_seconds or max(30.0, plan.minutes * 60 - (time.time() - start) - reserve)
     runs = {3: plan.out / "run_t3"}
     if plan.ablation:
         runs[1] = plan.out / "run_t1"

@@ -5,12 +5,14 @@ atomically (temporary file in the target folder, then rename).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -55,20 +57,30 @@ def public_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write_json(path: str | Path, payload: object) -> None:
-    """Write ``payload`` as JSON to ``path`` through a temporary file and a rename."""
+@contextlib.contextmanager
+def atomic_open(path: str | Path, newline: str | None = None) -> Iterator[TextIO]:
+    """Open a temporary text file next to ``path``; rename it to ``path`` when the block succeeds.
+
+    A failure inside the block removes the temporary file and leaves ``path`` untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f)
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
+            yield f
         os.chmod(tmp, public_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_json(path: str | Path, payload: object) -> None:
+    """Write ``payload`` as JSON to ``path`` through a temporary file and a rename."""
+    with atomic_open(path) as f:
+        json.dump(payload, f)
 
 
 def _image_entries(images: Sequence[Mapping]) -> list[dict]:

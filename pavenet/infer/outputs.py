@@ -5,12 +5,10 @@ All writers are atomic (temporary file in the target folder, then rename).
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from pathlib import Path
 
 from pavenet.data.joints import MODEL
-from pavenet.eval.writers import PredictedPerson, public_mode, write_coco_results, write_posetrack_predictions
+from pavenet.eval.writers import PredictedPerson, atomic_open, write_coco_results, write_posetrack_predictions
 from pavenet.infer.estimator import FramePrediction
 
 FORMATS = ("posetrack", "coco", "csv")
@@ -38,24 +36,15 @@ def to_people(frames: list[FramePrediction], video_index: int) -> list[Predicted
 
 
 def write_csv(path: Path, frames: list[FramePrediction]) -> None:
-    """One row per joint: frame, track_id, joint, x, y, score."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["frame", "track_id", "joint", "x", "y", "score"])
-            for fr in frames:
-                for p in fr.people:
-                    for j, name in enumerate(MODEL.names):
-                        x, y, s = (float(v) for v in p.keypoints[j])
-                        w.writerow([fr.index, p.track_id, name, f"{x:.2f}", f"{y:.2f}", f"{s:.4f}"])
-        os.chmod(tmp, public_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """One row per joint: frame, track_id, joint, x, y, score (written atomically)."""
+    with atomic_open(path, newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["frame", "track_id", "joint", "x", "y", "score"])
+        for fr in frames:
+            for p in fr.people:
+                for j, name in enumerate(MODEL.names):
+                    x, y, s = (float(v) for v in p.keypoints[j])
+                    w.writerow([fr.index, p.track_id, name, f"{x:.2f}", f"{y:.2f}", f"{s:.4f}"])
 
 
 def write_outputs(out_dir: Path, name: str, video_index: int, frames: list[FramePrediction],
