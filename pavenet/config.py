@@ -94,7 +94,8 @@ class LossConfig:
 @dataclass
 class PostprocessConfig:
     top_k: int = 20
-    score_threshold: float = 0.0
+    #: people under this score are dropped and not tracked
+    score_threshold: float = 0.3
 
 
 @dataclass

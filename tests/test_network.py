@@ -273,7 +273,7 @@ class PoolingBackbone(nn.Module):
 
 def test_an_image_padded_in_a_batch_decodes_as_when_alone():
     model = make_model(3).eval()
-    model.backbone = PoolingBackbone()
+    model.backbone = PoolingBackbone(model.backbone.channels)
     g = torch.Generator().manual_seed(4)
     small = torch.randn(1, 3, 3, 64, 128, generator=g)
     big = torch.randn(1, 3, 3, 192, 192, generator=g)

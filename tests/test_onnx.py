@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow  # three ONNX exports, ~100 s of one CPU core in a
 
 VIDEO_HW = (96, 128)
 #: test resize that keeps the 128x96 test video at its size
-OVERRIDES = ["data.test_short_side=96", "data.test_max_size=128", "postprocess.top_k=5"]
+OVERRIDES = ["data.test_short_side=96", "data.test_max_size=128", "postprocess.top_k=5", "postprocess.score_threshold=0.0"]
 
 
 @pytest.fixture(scope="module")

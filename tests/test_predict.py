@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["model.hidden_dim=32", "model.num_heads=2", "model.enc_layers=1", "model.ffn_dim=64",
          "model.num_queries=8", "model.num_kept=4", "model.pose_dec_layers=1", "model.refine_hidden=[32]",
          "model.embed_dim=16", "model.backbone.name=resnet10t", "data.test_short_side=64",
-         "data.test_max_size=96", "postprocess.top_k=4"]
+         "data.test_max_size=96", "postprocess.top_k=4", "postprocess.score_threshold=0.0"]
 
 
 @pytest.fixture(scope="module")

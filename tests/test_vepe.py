@@ -25,7 +25,7 @@ from target_factory import random_target
 SMALL = ["model.backbone.name=resnet10t", "model.hidden_dim=32", "model.num_heads=2", "model.ffn_dim=32", "model.num_queries=10",
          "model.num_kept=4", "model.refine_hidden=[32]", "model.embed_dim=16",
          "model.enc_layers=1", "model.pose_dec_layers=1", "model.vepe.stpd_layers=2",
-         "model.vepe.stdme_points=2"]
+         "model.vepe.stdme_points=2", "postprocess.score_threshold=0.0"]
 ROWS = ["vepe_tiny_baseline", "vepe_tiny_stpe", "vepe_tiny_icm", "vepe_tiny_stdme", "vepe_tiny",
         "vepe_tiny_spatial"]
 SHAPES = ((4, 6), (2, 3))

@@ -21,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--render", action="store_true", help="also write an overlay video per input")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default: 4)")
-    p.add_argument("--score-threshold", type=float, default=0.3, help="minimum person score (default: 0.3)")
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="minimum person score (default: the checkpoint's postprocess.score_threshold)")
     p.add_argument("--smooth", action="store_true", help="One-Euro smoothing of the keypoints")
     p.add_argument("--no-cache", action="store_true", help="recompute the encoder for every window")
     return p

@@ -30,9 +30,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     split = args.split or cfg.data.val_split
     out = Path(args.out or Path("runs") / f"test_{split}")
-    model, _, post = build(cfg)
+    model, _, _ = build(cfg)
     load_model_weights(model, args.weights)
-    est = PoseEstimator(model, post, cfg.data.test_short_side, cfg.data.test_max_size, device=args.device)
+    est = PoseEstimator.from_config(model, cfg, device=args.device)
     result = evaluate_split(est, cfg, split, out / "predictions", batch_size=args.batch_size)
     print(format_table(result))
     atomic_write_json(out / "metrics.json", result)

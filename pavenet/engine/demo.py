@@ -70,7 +70,7 @@ def demo_config(plan: DemoPlan, data_root: Path, num_frames: int) -> Config:
 
 
 def train_model(plan: DemoPlan, cfg: Config, run_dir: Path, seconds: float):
-    """Train within ``seconds``; returns the trained (unwrapped) model."""
+    """Train within ``seconds``; returns the trained (unwrapped) model and its step count."""
     from pavenet.data import build_dataset, collate
     from pavenet.engine.distributed import init_distributed
     from pavenet.engine.evaluate import make_validator
@@ -81,10 +81,10 @@ def train_model(plan: DemoPlan, cfg: Config, run_dir: Path, seconds: float):
     trainer = Trainer(cfg, run_dir, dist, dataset, collate, validate=make_validator(cfg, run_dir, dist.device))
     trainer.fit(max_seconds=seconds, val_interval=plan.val_interval)
     model = trainer.ema.module if trainer.ema else trainer.model
-    return model.eval(), trainer.postprocessor, trainer.step
+    return model.eval(), trainer.step
 
 
-def evaluate_model(model, post, cfg: Config, roots: dict[str, Path], out: Path, device) -> dict[str, dict]:
+def evaluate_model(model, cfg: Config, roots: dict[str, Path], out: Path, device) -> dict[str, dict]:
     """Full PoseTrack evaluation on val and hard-val."""
     from pavenet.engine.evaluate import evaluate_split
     from pavenet.infer.estimator import PoseEstimator
@@ -92,12 +92,12 @@ def evaluate_model(model, post, cfg: Config, roots: dict[str, Path], out: Path, 
     results = {}
     for name, root in roots.items():
         split_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(root)))
-        est = PoseEstimator(model, post, cfg.data.test_short_side, cfg.data.test_max_size, device=device)
+        est = PoseEstimator.from_config(model, cfg, device=device)
         results[name] = evaluate_split(est, split_cfg, "val", out / f"predictions_{name}", batch_size=4)
     return results
 
 
-def render_example(model, post, cfg: Config, root: Path, out: Path, device) -> tuple[Path, Path]:
+def render_example(model, cfg: Config, root: Path, out: Path, device) -> tuple[Path, Path]:
     """Overlay video of the first val video and a still frame (PNG) from its middle."""
     from PIL import Image
 
@@ -107,7 +107,7 @@ def render_example(model, post, cfg: Config, root: Path, out: Path, device) -> t
 
     folder = sorted((root / "images" / "val").iterdir())[0]
     source = VideoSource(folder, "frames")
-    est = PoseEstimator(model, post, cfg.data.test_short_side, cfg.data.test_max_size, device=device)
+    est = PoseEstimator.from_config(model, cfg, device=device)
     with FrameStream(source) as stream:
         preds = list(est.predict_frames(stream, batch_size=4))
     people = [(np.stack([p.keypoints for p in f.people]) if f.people else np.zeros((0, 15, 3)),
@@ -155,11 +155,11 @@ def run_demo(plan: DemoPlan, log=print) -> dict:
     for t, run_dir in runs.items():
         cfg = demo_config(plan, roots["val"], t)
         log(f"training T={t} for {budget / 60:.1f} min on {device} ({run_dir})")
-        model, post, steps[t] = train_model(plan, cfg, run_dir, budget)
-        evaluations[t] = evaluate_model(model, post, cfg, roots, run_dir, device)
+        model, steps[t] = train_model(plan, cfg, run_dir, budget)
+        evaluations[t] = evaluate_model(model, cfg, roots, run_dir, device)
         atomic_write_json(run_dir / "eval.json", evaluations[t])
         if t == 3:
-            video, still = render_example(model, post, cfg, roots["val"], plan.out, device)
+            video, still = render_example(model, cfg, roots["val"], plan.out, device)
     results = evaluations[3]
     for name, res in results.items():
         log(f"\n{name} (T=3):\n{format_table(res)}")

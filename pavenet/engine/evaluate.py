@@ -96,15 +96,12 @@ def evaluate_split(est: PoseEstimator, cfg: Config, split: str, out_dir: Path,
 
 def make_validator(cfg: Config, run_dir: Path, device: torch.device):
     """The trainer's periodic validation, or None when the dataset has no PoseTrack-layout split."""
-    from pavenet.model.postprocess import build_postprocessor
-
     if cfg.data.dataset == "coco":
         warnings.warn("periodic validation needs a PoseTrack-layout dataset; skipped for COCO")
         return None
-    post = build_postprocessor(cfg)
 
     def validate(model: torch.nn.Module, step: int) -> dict:
-        est = PoseEstimator(model, post, cfg.data.test_short_side, cfg.data.test_max_size, device=device)
+        est = PoseEstimator.from_config(model, cfg, device=device)
         with torch.no_grad():
             result = evaluate_split(est, cfg, cfg.data.val_split, Path(run_dir) / "val_predictions",
                                     cfg.train.eval_max_sequences, progress=False)

@@ -83,9 +83,21 @@ class PoseEstimator:
         if "config" not in meta:
             raise CheckpointError(f"{path}: no config in the checkpoint metadata (not a pavenet checkpoint?)")
         cfg = config_from_dict(meta["config"], source=str(path))
-        model, _, post = build(cfg)
+        model, _, _ = build(cfg)
         load_model_weights(model, str(path))
+        return cls.from_config(model, cfg, device=device, **kwargs)
+
+    @classmethod
+    def from_config(cls, model: torch.nn.Module, cfg: Any, device: Optional[str | torch.device] = None,
+                    **kwargs: Any) -> "PoseEstimator":
+        """An estimator with the test-time resize, clip stride, top-k and person-score threshold of
+        a :class:`pavenet.config.Config`. The threshold is applied by the linker (so a call can
+        lower it), the post-processor keeps the top-k."""
+        from pavenet.model.postprocess import PostProcessor
+
         kwargs.setdefault("stride", cfg.data.frame_stride)
+        kwargs.setdefault("linker", LinkerConfig(score_threshold=cfg.postprocess.score_threshold))
+        post = PostProcessor(cfg.postprocess.top_k, score_threshold=0.0)
         return cls(model, post, cfg.data.test_short_side, cfg.data.test_max_size, device=device, **kwargs)
 
     @classmethod
