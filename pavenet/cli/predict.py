@@ -23,6 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default: 4)")
     p.add_argument("--score-threshold", type=float, default=None,
                    help="minimum person score (default: the checkpoint's postprocess.score_threshold)")
+    p.add_argument("--joint-threshold", type=float, default=0.05,
+                   help="overlay: joints scoring below it are not drawn (default: 0.05)")
     p.add_argument("--smooth", action="store_true", help="One-Euro smoothing of the keypoints")
     p.add_argument("--no-cache", action="store_true", help="recompute the encoder for every window")
     return p
@@ -48,7 +50,7 @@ def _predict_one(est, source, index: int, args: argparse.Namespace) -> list[Path
 
         people = ((np.stack([p.keypoints for p in f.people]) if f.people else np.zeros((0, 15, 3)),
                    [p.track_id for p in f.people]) for f in frames)
-        written.append(render_video(source, people, out / f"{source.name}.mp4"))
+        written.append(render_video(source, people, out / f"{source.name}.mp4", args.joint_threshold))
     return written
 
 

@@ -21,6 +21,9 @@ import numpy as np
 from pavenet.config import Config, load_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+#: joint score under which the overlay hides a joint of a tracked person (joint scores are the
+#: person score times the joint confidence, so they are low for a briefly trained model)
+RENDER_JOINT_THRESHOLD = 0.05
 
 
 @dataclass
@@ -112,12 +115,12 @@ def render_example(model, cfg: Config, root: Path, out: Path, device) -> tuple[P
         preds = list(est.predict_frames(stream, batch_size=4))
     people = [(np.stack([p.keypoints for p in f.people]) if f.people else np.zeros((0, 15, 3)),
                [p.track_id for p in f.people]) for f in preds]
-    video = render_video(source, people, out / "demo_overlay.mp4")
+    video = render_video(source, people, out / "demo_overlay.mp4", RENDER_JOINT_THRESHOLD)
     mid = len(preds) // 2
     with FrameStream(source) as stream:
         frame = next(f for i, f in enumerate(stream) if i == mid)
     still = out / "demo_frame.png"
-    Image.fromarray(draw_people(frame, people[mid][0], people[mid][1])).save(still)
+    Image.fromarray(draw_people(frame, people[mid][0], people[mid][1], RENDER_JOINT_THRESHOLD)).save(still)
     return video, still
 
 
