@@ -131,3 +131,29 @@ def test_seeded_dataset_is_deterministic_and_keeps_main_rng():
     assert torch.equal(a, ds[1]) and not torch.equal(a, ds[2])
     ds.set_epoch(1)
     assert not torch.equal(a, ds[1])
+
+
+def test_image_model_weights_initialise_the_video_model(tmp_path):
+    from pathlib import Path
+
+    from pavenet.config import config_to_dict, load_config
+    from pavenet.engine.weights import load_model_weights
+    from pavenet.model import build
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    small = ["model.hidden_dim=32", "model.num_heads=2", "model.enc_layers=1", "model.ffn_dim=64",
+             "model.num_queries=8", "model.num_kept=4", "model.refine_hidden=[32]", "model.embed_dim=16"]
+    torch.manual_seed(0)
+    c1 = load_config(configs / "synthetic_tiny_t1.yaml", small)
+    image_model = build(c1)[0].eval()
+    ckpt.save_checkpoint(tmp_path, 0, image_model.state_dict(), {"config": config_to_dict(c1), "step": 0})
+    video_model = build(load_config(configs / "synthetic_tiny.yaml", small))[0].eval()
+    load_model_weights(video_model, str(tmp_path))
+    x = torch.randn(1, 1, 3, 64, 64)
+    mask = torch.zeros(1, 64, 64, dtype=torch.bool)
+    with torch.no_grad():
+        single = image_model(x, mask)["keypoints"][:, :, 0]
+        clip = video_model(x.expand(1, 3, 3, 64, 64).contiguous(), mask)["keypoints"]
+    # a clip of one repeated frame: every frame of the video model predicts what the image model does
+    for t in range(3):
+        torch.testing.assert_close(clip[:, :, t], single, atol=1e-5, rtol=0)

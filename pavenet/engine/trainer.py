@@ -74,6 +74,8 @@ class Trainer:
         self.criterion.to(dist.device)
         freeze_parameters(model, cfg.train.freeze)
         self.ddp = DistributedDataParallel(model, find_unused_parameters=True) if dist.distributed else model
+        if cfg.train.compile:
+            self.ddp = torch.compile(self.ddp)
         self.dataset = SeededDataset(dataset, cfg.train.seed)
         self.collate_fn = collate_fn
         self.sampler = ResumableSampler(len(dataset), True, cfg.train.seed, dist.rank, dist.world_size)
