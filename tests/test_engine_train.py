@@ -29,6 +29,8 @@ SMALL = [
     # no random crop: every clip keeps the 64x64 size, so a batch of two needs no padding (a CNN
     # backbone is not exactly padding-invariant, which would break the DDP comparison)
     "data.crop=false",
+    # the published RLE loss: its flow's parameters live in the criterion (synced and saved by hand)
+    "loss.keypoint_loss=rle",
 ]
 
 

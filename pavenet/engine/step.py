@@ -50,13 +50,23 @@ def _all_finite(loss: torch.Tensor) -> bool:
 
 
 def sync_gradients(params: list[torch.nn.Parameter]) -> None:
-    """Average the gradients of parameters outside DDP (the criterion's RLE flow) over ranks."""
-    if not is_dist():
+    """Average the gradients of parameters outside DDP (the criterion's RLE flow) over ranks.
+
+    One flat all-reduce; a parameter without a gradient on this rank (e.g. no person in its
+    batch) takes part with zeros, so every rank runs the same collective.
+    """
+    if not is_dist() or not params:
         return
     for p in params:
-        if p.grad is not None:
-            torch.distributed.all_reduce(p.grad)
-            p.grad /= torch.distributed.get_world_size()
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    torch.distributed.all_reduce(flat)
+    flat /= torch.distributed.get_world_size()
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
+        offset += p.numel()
 
 
 def train_step(
@@ -90,9 +100,10 @@ def train_step(
                 warnings.warn(f"non-finite loss ({loss.item()}), step skipped", RuntimeWarning)
                 return StepResult({"loss": float("nan")}, True, float("nan"))
             (loss / n).backward()
-        for k, v in losses.items():
-            totals[k] = totals.get(k, 0.0) + float(v.detach()) / n
-    sync_gradients(list(criterion.parameters()))
+        values = torch.stack([v.detach().float() for v in losses.values()]).tolist()  # one transfer
+        for k, v in zip(losses, values):
+            totals[k] = totals.get(k, 0.0) + v / n
+    sync_gradients([p for p in criterion.parameters() if p.requires_grad])
     params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     max_norm = clip_grad if clip_grad > 0 else float("inf")
     norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))

@@ -67,7 +67,7 @@ class Trainer:
         self.cfg, self.dist, self.validate = cfg, dist, validate
         self.run_dir = Path(run_dir)
         seed_everything(cfg.train.seed)
-        model, self.criterion, self.postprocessor = build(cfg)
+        model, self.criterion, _ = build(cfg)
         if weights:
             load_model_weights(model, weights)
         self.model = model.to(dist.device)
@@ -79,8 +79,8 @@ class Trainer:
         self.dataset = SeededDataset(dataset, cfg.train.seed)
         self.collate_fn = collate_fn
         self.sampler = ResumableSampler(len(dataset), True, cfg.train.seed, dist.rank, dist.world_size)
-        per_step = cfg.data.batch_size * cfg.train.accumulate
-        self.steps_per_epoch = max(1, len(self.sampler) // per_step)
+        self.per_step = cfg.data.batch_size * cfg.train.accumulate  # samples per optimizer step and rank
+        self.steps_per_epoch = max(1, len(self.sampler) // self.per_step)
         epochs_steps = cfg.train.epochs * self.steps_per_epoch
         self.total_steps = cfg.train.max_steps if cfg.train.max_steps > 0 else epochs_steps
         self.optimizer = build_optimizer(model, cfg.train, extra=self.criterion)
@@ -95,7 +95,6 @@ class Trainer:
     def _train_state(self) -> dict:
         return {
             "step": self.step,
-            "total_steps": self.total_steps,
             "best": self.best,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -133,12 +132,11 @@ class Trainer:
     # ------------------------------------------------------------------ data
     def _batches(self):
         """Yield lists of ``accumulate`` micro-batches, resuming mid-epoch where needed."""
-        per_step = self.cfg.data.batch_size * self.cfg.train.accumulate
         while True:
             epoch, within = divmod(self.step, self.steps_per_epoch)
             self.sampler.set_epoch(epoch)
             self.dataset.set_epoch(epoch)
-            self.sampler.set_start(within * per_step)
+            self.sampler.set_start(within * self.per_step)
             loader = DataLoader(
                 self.dataset, batch_size=self.cfg.data.batch_size, sampler=self.sampler,
                 collate_fn=self.collate_fn, num_workers=self.cfg.data.num_workers, drop_last=True,
