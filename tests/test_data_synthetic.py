@@ -59,7 +59,7 @@ def test_layout_matches_real_files_and_round_trips(tmp_path: Path, shared_dir: P
 
 
 def test_annotated_joints_show_their_marker_and_occlusion_hides_joints() -> None:
-    hits = total = hidden = hidden_shown = 0
+    hits = total = hidden = 0
     for seed in range(4):
         frames, ann = generate_video(seed, num_frames=6, size=(256, 256), max_persons=4, difficulty="easy")
         by_image = {im["id"]: t for t, im in enumerate(ann["images"])}

@@ -46,10 +46,7 @@ def _predict_one(est, source, index: int, args: argparse.Namespace) -> list[Path
     out = Path(args.out)
     written = write_outputs(out, source.name, index, frames, tuple(args.format))
     if args.render:
-        import numpy as np
-
-        people = ((np.stack([p.keypoints for p in f.people]) if f.people else np.zeros((0, 15, 3)),
-                   [p.track_id for p in f.people]) for f in frames)
+        people = (f.arrays() for f in frames)
         written.append(render_video(source, people, out / f"{source.name}.mp4", args.joint_threshold))
     return written
 

@@ -12,11 +12,11 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-from matplotlib.path import Path as PolyPath
 from PIL import Image, UnidentifiedImageError
 
 from pavenet.data.joints import MODEL, POSETRACK18_TO_MODEL
 from pavenet.data.posetrack import AnnotationError, Frame, Sequence
+from pavenet.eval.regions import inside_any
 from pavenet.data.transforms import ClipParams, apply_clip, to_tensor
 
 
@@ -66,14 +66,6 @@ def load_image(frame: Frame) -> Image.Image:
     return img
 
 
-def in_ignore(points: np.ndarray, polygons: list[np.ndarray]) -> np.ndarray:
-    """(N, 2) points -> (N,) bool: inside any ignore polygon."""
-    out = np.zeros(len(points), bool)
-    for poly in polygons:
-        out |= PolyPath(poly).contains_points(points)
-    return out
-
-
 def _frame_joints(frame: Frame, where: str) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """track id -> ((J, 2) joints, (J,) visible, (J,) ignored) of one frame.
 
@@ -87,7 +79,8 @@ def _frame_joints(frame: Frame, where: str) -> dict[int, tuple[np.ndarray, np.nd
         annotated = kp[:, 2] > 0
         inside = np.zeros_like(annotated)
         if frame.ignore_regions and annotated.any():
-            inside = annotated & in_ignore(kp[:, :2], frame.ignore_regions)
+            polygons = [(poly[:, 0], poly[:, 1]) for poly in frame.ignore_regions]
+            inside = annotated & inside_any(kp[:, 0], kp[:, 1], polygons)
         vis = annotated & ~inside
         if vis.any():
             out[person.track_id] = (kp[:, :2].copy(), vis, inside)

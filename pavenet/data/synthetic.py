@@ -165,6 +165,11 @@ def write_video(root: Path, frames: list[np.ndarray], ann: dict, split: str, qua
     _write_atomic(out, json.dumps(ann).encode("utf-8"))
 
 
+def video_seed(seed: int, number: int) -> int:
+    """Seed of video ``number`` of a dataset generated with ``seed``."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
 def write_dataset(out_dir: str | Path, videos: int, frames: int, size: tuple[int, int] = (256, 256),
                   max_persons: int = 3, seed: int = 0, difficulty: str = "easy", val_videos: int = 0,
                   labeled_every: int = 1, progress: Optional[Callable[[int], None]] = None) -> dict[str, int]:
@@ -177,7 +182,7 @@ def write_dataset(out_dir: str | Path, videos: int, frames: int, size: tuple[int
     root = Path(out_dir)
     plan = [("train", i) for i in range(videos)] + [("val", videos + i) for i in range(val_videos)]
     for split, number in plan:
-        vid_seed = int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+        vid_seed = video_seed(seed, number)
         imgs, ann = generate_video(vid_seed, frames, size, max_persons, difficulty, split=split,
                                    number=number, labeled_every=labeled_every)
         write_video(root, imgs, ann, split)

@@ -10,13 +10,11 @@ With ``ablation`` the same network with T=1 is trained on the same budget and co
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 
 from pavenet.config import Config, load_config
 
@@ -47,7 +45,7 @@ class DemoPlan:
 
 def generate_data(plan: DemoPlan, log) -> dict[str, Path]:
     """Train (easy and hard videos mixed), val (easy) and hard-val roots."""
-    from pavenet.data.synthetic import generate_video, write_video
+    from pavenet.data.synthetic import generate_video, video_seed, write_video
 
     roots = {"val": plan.out / "data", "hard-val": plan.out / "data_hard"}
     jobs = [(roots["val"], "train", "hard" if i % 3 == 2 else "easy", i) for i in range(plan.train_videos)]
@@ -55,8 +53,7 @@ def generate_data(plan: DemoPlan, log) -> dict[str, Path]:
     jobs += [(roots["hard-val"], "val", "hard", 10_000 + i) for i in range(plan.hard_videos)]
     t0 = time.time()
     for root, split, difficulty, number in jobs:
-        seed = int(np.random.SeedSequence([plan.seed, number]).generate_state(1)[0])
-        frames, ann = generate_video(seed, plan.frames, plan.size, plan.max_persons, difficulty,
+        frames, ann = generate_video(video_seed(plan.seed, number), plan.frames, plan.size, plan.max_persons, difficulty,
                                      split=split, number=number)
         write_video(root, frames, ann, split)
     log(f"generated {len(jobs)} videos x {plan.frames} frames in {time.time() - t0:.0f} s")
@@ -113,8 +110,7 @@ def render_example(model, cfg: Config, root: Path, out: Path, device) -> tuple[P
     est = PoseEstimator.from_config(model, cfg, device=device)
     with FrameStream(source) as stream:
         preds = list(est.predict_frames(stream, batch_size=4))
-    people = [(np.stack([p.keypoints for p in f.people]) if f.people else np.zeros((0, 15, 3)),
-               [p.track_id for p in f.people]) for f in preds]
+    people = [f.arrays() for f in preds]
     video = render_video(source, people, out / "demo_overlay.mp4", RENDER_JOINT_THRESHOLD)
     mid = len(preds) // 2
     with FrameStream(source) as stream:

@@ -15,23 +15,19 @@ from typing import Iterator, Optional
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from pavenet.config import Config
+from pavenet.data.clips import load_image
 from pavenet.data.posetrack import Sequence
 from pavenet.eval.writers import PredictedPerson, write_posetrack_predictions
 from pavenet.infer.estimator import PoseEstimator
 
 
 def read_frames(seq: Sequence) -> Iterator[np.ndarray]:
-    """RGB frames of a sequence in temporal order; a missing/unreadable image names its file."""
+    """RGB frames of a sequence in temporal order (errors name the file and the frame)."""
     for frame in seq.frames:
-        try:
-            with Image.open(frame.image_path) as im:
-                yield np.asarray(im.convert("RGB"))
-        except (OSError, ValueError) as exc:
-            raise FileNotFoundError(f"{seq.source}: frame {frame.index}: cannot read {frame.image_path}: {exc}") from exc
+        yield np.asarray(load_image(frame))
 
 
 def predict_sequence(est: PoseEstimator, seq: Sequence, out_path: Path, batch_size: int = 1,
@@ -79,10 +75,13 @@ def evaluate_split(est: PoseEstimator, cfg: Config, split: str, out_dir: Path,
     if not gt_dir.is_dir():
         raise FileNotFoundError(f"{gt_dir}: PoseTrack evaluation needs one ground-truth JSON per sequence here")
     sequences = load_split(cfg.data, split)
-    if max_sequences > 0:
+    subset = 0 < max_sequences < len(sequences)
+    if subset:
         sequences = sequences[:max_sequences]
     predict_split(est, sequences, out_dir, batch_size, progress=progress)
-    gt_used = out_dir.parent / f".{out_dir.name}_gt"
+    if not subset:
+        return evaluate_posetrack(gt_dir, out_dir)
+    gt_used = out_dir.parent / f".{out_dir.name}_gt"  # the evaluator reads whole folders
     if gt_used.exists():
         shutil.rmtree(gt_used)
     gt_used.mkdir(parents=True)
@@ -102,9 +101,8 @@ def make_validator(cfg: Config, run_dir: Path, device: torch.device):
 
     def validate(model: torch.nn.Module, step: int) -> dict:
         est = PoseEstimator.from_config(model, cfg, device=device)
-        with torch.no_grad():
-            result = evaluate_split(est, cfg, cfg.data.val_split, Path(run_dir) / "val_predictions",
-                                    cfg.train.eval_max_sequences, progress=False)
+        result = evaluate_split(est, cfg, cfg.data.val_split, Path(run_dir) / "val_predictions",
+                                cfg.train.eval_max_sequences, progress=False)
         out = summary(result)
         return {k: v for k, v in out.items() if not math.isnan(v)}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pavenet.data.joints import EVAL_GROUPS, MODEL
-from pavenet.eval.posetrack_ap import Detections, FrameMatch, average_precision, match_frame
+from pavenet.eval.posetrack_ap import Detections, average_precision, match_frame
 from pavenet.eval.posetrack_io import Sequence, load_folders
 from pavenet.eval.posetrack_mota import MotCounts, mot_metrics, sequence_counts
 

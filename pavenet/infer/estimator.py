@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pavenet.data.joints import MODEL
 from pavenet.data.transforms import resized_size, to_tensor
 from pavenet.infer.linker import LinkerConfig, WindowLinker, WindowPeople
 from pavenet.infer.smoothing import KeypointSmoother, SmoothingConfig
@@ -41,6 +42,12 @@ class FramePrediction:
     index: int
     people: list[PersonPrediction]
     image: Optional[np.ndarray] = field(default=None, repr=False)
+
+    def arrays(self) -> tuple[np.ndarray, list[int]]:
+        """(keypoints (N, J, 3), track ids) of the frame's people, e.g. for drawing."""
+        if not self.people:
+            return np.zeros((0, len(MODEL), 3), np.float32), []
+        return np.stack([p.keypoints for p in self.people]), [p.track_id for p in self.people]
 
 
 def cat_memories(items: list[FrameMemory]) -> FrameMemory:
@@ -110,16 +117,12 @@ class PoseEstimator:
         exported for each input size on first use. Post-processing and tracking are unchanged.
         """
         from pavenet.export.onnx_runtime import OnnxRuntimeNetwork
-        from pavenet.model.postprocess import build_postprocessor
 
         p = Path(path)
         exported = p.suffix == ".onnx" or (p.is_dir() and any(p.glob("*.encoder.onnx")))
         net = (OnnxRuntimeNetwork.from_export(p, threads) if exported
                else OnnxRuntimeNetwork.from_checkpoint(p, threads))
-        cfg = net.config
-        kwargs.setdefault("stride", cfg.data.frame_stride)
-        return cls(net, build_postprocessor(cfg), cfg.data.test_short_side, cfg.data.test_max_size,
-                   device=device or "cpu", **kwargs)
+        return cls.from_config(net, net.config, device=device or "cpu", **kwargs)
 
     # ---------------------------------------------------------------- tensors
     def preprocess(self, frames: list[np.ndarray]) -> torch.Tensor:

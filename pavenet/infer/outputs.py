@@ -51,13 +51,14 @@ def write_outputs(out_dir: Path, name: str, video_index: int, frames: list[Frame
                   formats: tuple[str, ...]) -> list[Path]:
     """Write the requested formats for one video; returns the written paths."""
     written = []
+    people = to_people(frames, video_index)
     if "posetrack" in formats:
         p = out_dir / f"{name}.json"
-        write_posetrack_predictions(p, image_entries(name, video_index, len(frames)), to_people(frames, video_index))
+        write_posetrack_predictions(p, image_entries(name, video_index, len(frames)), people)
         written.append(p)
     if "coco" in formats:
         p = out_dir / f"{name}.coco.json"
-        write_coco_results(p, to_people(frames, video_index))
+        write_coco_results(p, people)
         written.append(p)
     if "csv" in formats:
         p = out_dir / f"{name}.csv"

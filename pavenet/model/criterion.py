@@ -110,9 +110,7 @@ class SetCriterion(nn.Module):
         self.enc_one_to_many = enc_one_to_many
 
     def _sigmas(self, like: Tensor) -> Tensor:
-        if self.sigmas is None:
-            return oks_sigmas(like.device, like.dtype)
-        return self.sigmas.to(like.device, like.dtype)
+        return oks_sigmas(like.device, like.dtype, self.sigmas)
 
     def gather(self, indices: Indices, targets: list[dict], keyframe_only: bool, device: torch.device) -> Matched:
         """Collect the supervision of the matched pairs, in batch order."""

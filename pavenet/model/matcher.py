@@ -117,9 +117,7 @@ class HungarianMatcher(nn.Module):
         self.sigmas = None if sigmas is None else torch.as_tensor(sigmas, dtype=torch.float64)
 
     def _sigmas(self, like: Tensor) -> Tensor:
-        if self.sigmas is None:
-            return oks_sigmas(like.device, like.dtype)
-        return self.sigmas.to(like.device, like.dtype)
+        return oks_sigmas(like.device, like.dtype, self.sigmas)
 
     def cost_matrix(self, logits: Optional[Tensor], keypoints: Tensor, target: dict, sup: Supervision) -> Tensor:
         """(Q, G) total cost of one clip; columns of inactive tracks are included.

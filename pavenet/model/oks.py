@@ -16,9 +16,10 @@ from pavenet.data.joints import OKS_SIGMAS
 MIN_AREA = 1e-6
 
 
-def oks_sigmas(device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
-    """The 15 PoseTrack OKS sigmas of the model joints as a tensor."""
-    return torch.as_tensor(OKS_SIGMAS, device=device, dtype=dtype)
+def oks_sigmas(device: torch.device | None = None, dtype: torch.dtype = torch.float32,
+               sigmas: Tensor | None = None) -> Tensor:
+    """``sigmas`` (default: the 15 PoseTrack OKS sigmas of the model joints) as a tensor."""
+    return torch.as_tensor(OKS_SIGMAS if sigmas is None else sigmas, device=device, dtype=dtype)
 
 
 def keypoint_similarity(pred: Tensor, gt: Tensor, area: Tensor, sigmas: Tensor) -> Tensor:
