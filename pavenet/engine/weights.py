@@ -13,7 +13,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from pavenet.engine.checkpoint import CheckpointError, load_weights
+from pavenet.config import Config, config_from_dict
+from pavenet.engine.checkpoint import CheckpointError, load_weights, read_metadata
 
 
 def _frame_axis(src: torch.Size, dst: torch.Size, t_src: int, t_dst: int) -> Optional[int]:
@@ -78,3 +79,16 @@ def load_model_weights(model: nn.Module, path: str) -> dict:
         raise CheckpointError(f"{path}: {exc}") from None
     model.load_state_dict(fitted)
     return meta
+
+
+def load_checkpoint_model(path: str) -> tuple[nn.Module, Config]:
+    """The network described by a checkpoint's stored config, with the checkpoint's weights."""
+    from pavenet.model.network import build_model
+
+    meta = read_metadata(path)
+    if "config" not in meta:
+        raise CheckpointError(f"{path}: no config in the checkpoint metadata (not a pavenet checkpoint?)")
+    cfg = config_from_dict(meta["config"], source=str(path))
+    model = build_model(cfg.model)
+    load_model_weights(model, str(path))
+    return model, cfg

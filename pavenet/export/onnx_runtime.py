@@ -98,16 +98,9 @@ class OnnxRuntimeNetwork:
     @classmethod
     def from_checkpoint(cls, path: str | Path, threads: Optional[int] = None) -> "OnnxRuntimeNetwork":
         """Export the checkpoint's streaming pair for each input size when it is first needed."""
-        from pavenet.engine.checkpoint import CheckpointError, read_metadata
-        from pavenet.engine.weights import load_model_weights
-        from pavenet.model.network import build_model
+        from pavenet.engine.weights import load_checkpoint_model
 
-        meta = read_metadata(path)
-        if "config" not in meta:
-            raise CheckpointError(f"{path}: no config in the checkpoint metadata (not a pavenet checkpoint?)")
-        cfg = config_from_dict(meta["config"], source=str(path))
-        model = build_model(cfg.model)
-        load_model_weights(model, str(path))
+        model, cfg = load_checkpoint_model(str(path))
         folder = tempfile.TemporaryDirectory(prefix="pavenet-onnx-")
 
         def exporter(size: Size) -> tuple[Path, Path]:

@@ -81,17 +81,9 @@ class PoseEstimator:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: Optional[str] = None, **kwargs: Any) -> "PoseEstimator":
         """Build the network from the config stored in a checkpoint and load its weights."""
-        from pavenet.config import config_from_dict
-        from pavenet.engine.checkpoint import CheckpointError, read_metadata
-        from pavenet.engine.weights import load_model_weights
-        from pavenet.model import build
+        from pavenet.engine.weights import load_checkpoint_model
 
-        meta = read_metadata(path)
-        if "config" not in meta:
-            raise CheckpointError(f"{path}: no config in the checkpoint metadata (not a pavenet checkpoint?)")
-        cfg = config_from_dict(meta["config"], source=str(path))
-        model, _, _ = build(cfg)
-        load_model_weights(model, str(path))
+        model, cfg = load_checkpoint_model(str(path))
         return cls.from_config(model, cfg, device=device, **kwargs)
 
     @classmethod
