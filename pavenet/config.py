@@ -63,6 +63,9 @@ class ModelConfig:
     joint_dec_points: int = 4
     num_kept: int = 20
     refine_hidden: list[int] = field(default_factory=lambda: [512, 512, 512])
+    #: "learned": query position = learned embedding (published); "pose": plus an encoding of
+    #: the current reference pose's box before every pose-decoder layer (convergence aid)
+    query_pos: Literal["learned", "pose"] = "learned"
     embed_dim: int = 128
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     vepe: VepeConfig = field(default_factory=VepeConfig)
@@ -89,6 +92,9 @@ class LossConfig:
     consistency_margin: float = 0.3
     #: >1: each track supervises its k cheapest encoder proposals (convergence aid; published: 1)
     enc_one_to_many: int = 1
+    #: "binary": focal loss with target 1 (published); "oks": varifocal loss towards the OKS of
+    #: the matched prediction (scores rank poses by quality; convergence aid)
+    class_target: Literal["binary", "oks"] = "binary"
 
 
 @dataclass

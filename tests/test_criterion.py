@@ -229,3 +229,21 @@ def test_encoder_one_to_many_supervises_k_proposals_per_track() -> None:
         crit.enc_one_to_many = k
         loss = float(crit(outputs, targets)["loss_class_enc"])
         assert loss == pytest.approx(positives * pos + (s - positives) * neg, rel=1e-5)
+
+
+def test_oks_class_target_is_a_varifocal_loss_towards_the_matched_oks() -> None:
+    outputs, targets = small_case()
+    outputs["keypoints"][0, 1, 0, 0] = torch.tensor([0.2 + math.sqrt(0.0008), 0.2])  # OKS exp(-1)
+    crit = SetCriterion(HungarianMatcher(sigmas=SIGMAS), {"loss_class": 1.0}, "l1", focal_alpha=0.75,
+                        sigmas=SIGMAS, class_target="oks")
+    q = math.exp(-1.0)
+    # query 0: negative, p = .5 -> 0.75 * p^2 * BCE(target 0); query 1: positive, BCE towards q, weight q
+    negative = 0.75 * 0.5**2 * math.log(2.0)
+    positive = q * -(q * math.log(0.75) + (1 - q) * math.log(0.25))
+    assert float(crit(outputs, targets)["loss_class"]) == pytest.approx(negative + positive, rel=1e-5)
+    # a perfect prediction drives the target to 1; the score of a bad pose is pulled down
+    outputs["keypoints"][0, 1, 0, 0] = torch.tensor([0.2, 0.2])
+    positive = -math.log(0.75)
+    assert float(crit(outputs, targets)["loss_class"]) == pytest.approx(negative + positive, rel=1e-5)
+    with pytest.raises(ValueError, match="class_target"):
+        SetCriterion(HungarianMatcher(), {"loss_class": 1.0}, class_target="iou")

@@ -1,5 +1,6 @@
 """PAVENet forward contract, gradients, frame isolation, caching and padding invariance."""
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -112,8 +113,9 @@ def test_joint_decoder_aux_entries_carry_query_mask():
     assert not torch.equal(joint["keypoints"][expected], out["keypoints"][expected])
 
 
-def test_every_parameter_gets_a_finite_nonzero_gradient():
-    model = make_model(3).train()
+@pytest.mark.parametrize("query_pos", ["learned", "pose"])
+def test_every_parameter_gets_a_finite_nonzero_gradient(query_pos):
+    model = make_model(3, query_pos=query_pos).train()
     frames, mask = padded_batch(2, 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     g = torch.Generator().manual_seed(1)
@@ -296,3 +298,37 @@ def test_an_image_padded_in_a_batch_decodes_as_when_alone():
 def test_level_count_must_match_the_backbone():
     with pytest.raises(ValueError, match="num_levels=5"):
         build_model(tiny_cfg(3, num_levels=5))
+
+
+def test_sine_encode_hand_computed():
+    from pavenet.model.position_encoding import sine_encode
+
+    # 4 channels per value: frequencies 1, 1, 1/100, 1/100 after scaling by 2 pi
+    out = sine_encode(torch.tensor([[0.25, 0.5]]), 4)
+    a, b = math.pi / 2, math.pi
+    expected = [math.sin(a), math.cos(a), math.sin(a / 100), math.cos(a / 100),
+                math.sin(b), math.cos(b), math.sin(b / 100), math.cos(b / 100)]
+    assert out.shape == (1, 8)
+    assert torch.allclose(out[0], torch.tensor(expected), atol=1e-6)
+
+
+def test_pose_position_encodes_the_key_frame_box_only():
+    from pavenet.model.pose_decoder import PosePosition
+    from pavenet.model.position_encoding import sine_encode
+
+    torch.manual_seed(0)
+    enc = PosePosition(16)
+    ref = torch.rand(2, 3, 3, 5, 2)
+    out = enc(ref)
+    key = ref[:, :, 1]
+    lo, hi = key.amin(-2), key.amax(-2)
+    box = torch.cat(((lo + hi) / 2, hi - lo), -1)
+    assert torch.allclose(out, enc.mlp(sine_encode(box, 4)), atol=1e-6)
+    moved = ref.clone()
+    moved[:, :, 0] += 0.1
+    moved[:, :, 1] = moved[:, :, 1, torch.randperm(5)]  # joint order does not change the box
+    assert torch.allclose(enc(moved), out, atol=1e-6)
+    moved[:, :, 1, 0] = 0.0  # the key-frame box does
+    assert not torch.allclose(enc(moved), out, atol=1e-3)
+    with pytest.raises(ValueError, match="divisible by 8"):
+        PosePosition(12)

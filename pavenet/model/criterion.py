@@ -67,6 +67,15 @@ def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float, gamma: flo
     return loss * (alpha * targets + (1 - alpha) * (1 - targets))
 
 
+def varifocal_loss(logits: Tensor, quality: Tensor, positive: Tensor, alpha: float, gamma: float) -> Tensor:
+    """Element-wise varifocal loss (VarifocalNet): BCE towards ``quality`` on positives, weighted
+    by that quality; down-weighted focal BCE towards 0 (``alpha * p ** gamma``) on negatives."""
+    prob = logits.sigmoid().detach()
+    target = torch.where(positive, quality, torch.zeros_like(quality))
+    weight = torch.where(positive, quality, alpha * prob.pow(gamma))
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight
+
+
 class SetCriterion(nn.Module):
     """Losses of the set prediction (see the module docstring).
 
@@ -80,6 +89,9 @@ class SetCriterion(nn.Module):
         sigmas: per-joint OKS sigmas (default: the 15 PoseTrack sigmas).
         enc_one_to_many: with k > 1 each track supervises its k cheapest encoder proposals
             (:meth:`HungarianMatcher.match_many`) instead of one.
+        class_target: ``"binary"`` (focal loss, target 1 for matched queries; published) or
+            ``"oks"`` (varifocal loss towards the detached OKS of the matched prediction, so the
+            score ranks poses by quality; ``focal_alpha`` then weighs the negatives).
     """
 
     def __init__(
@@ -92,10 +104,13 @@ class SetCriterion(nn.Module):
         consistency_margin: float = 0.3,
         sigmas: Optional[Sequence[float]] = None,
         enc_one_to_many: int = 1,
+        class_target: str = "binary",
     ) -> None:
         super().__init__()
         if keypoint_loss not in ("rle", "l1"):
             raise ValueError(f"keypoint_loss must be 'rle' or 'l1', got {keypoint_loss!r}")
+        if class_target not in ("binary", "oks"):
+            raise ValueError(f"class_target must be 'binary' or 'oks', got {class_target!r}")
         unknown = set(weights) - {"loss_class", "loss_kpt", "loss_oks", "loss_vis", "loss_consistency"}
         if unknown:
             raise ValueError(f"unknown loss names in the weight dict: {sorted(unknown)}")
@@ -108,6 +123,7 @@ class SetCriterion(nn.Module):
         self.sigmas = None if sigmas is None else torch.as_tensor(sigmas, dtype=torch.float32)
         self.rle = RLELoss() if keypoint_loss == "rle" else None
         self.enc_one_to_many = enc_one_to_many
+        self.class_target = class_target
 
     def _sigmas(self, like: Tensor) -> Tensor:
         return oks_sigmas(like.device, like.dtype, self.sigmas)
@@ -134,14 +150,26 @@ class SetCriterion(nn.Module):
                        cat["frames"], cat["vis"], keys, cat["ign"])
 
     def loss_class(self, out: dict, m: Matched, num_tracks: Tensor, valid: Optional[Tensor]) -> Tensor:
-        """Focal loss over the valid queries (target 1 for matched ones) / number of tracks."""
+        """Classification loss over the valid queries / number of tracks (see ``class_target``)."""
         logits = out["logits"].float()
         target = torch.zeros_like(logits)
         target[m.batch, m.query] = 1.0
-        loss = sigmoid_focal_loss(logits, target, self.focal_alpha, self.focal_gamma)
+        if self.class_target == "oks":
+            quality = torch.zeros_like(logits)
+            quality[m.batch, m.query] = self.matched_oks(out, m).detach()
+            loss = varifocal_loss(logits, quality, target.bool(), self.focal_alpha, self.focal_gamma)
+        else:
+            loss = sigmoid_focal_loss(logits, target, self.focal_alpha, self.focal_gamma)
         if valid is not None:
             loss = loss * valid.to(loss.dtype)
         return loss.sum() / num_tracks
+
+    def matched_oks(self, out: dict, m: Matched) -> Tensor:
+        """(N,) OKS of each matched prediction, averaged over its frames with an annotated joint."""
+        pred = out["keypoints"][m.batch, m.query].float()
+        sim = oks(pred, m.keypoints, m.joints, m.areas, self._sigmas(pred))
+        frames = m.joints.any(-1).to(sim.dtype)
+        return (sim * frames).sum(-1) / frames.sum(-1).clamp(min=1.0)
 
     def loss_keypoints_l1(self, out: dict, m: Matched) -> Tensor:
         """Mean absolute coordinate error over the supervised annotated joints."""
@@ -265,4 +293,5 @@ def build_criterion(cfg: Config) -> SetCriterion:
     }
     matcher = build_matcher(cfg.matcher, loss.focal_alpha, loss.focal_gamma)
     return SetCriterion(matcher, weights, loss.keypoint_loss, loss.focal_alpha, loss.focal_gamma,
-                        loss.consistency_margin, enc_one_to_many=loss.enc_one_to_many)
+                        loss.consistency_margin, enc_one_to_many=loss.enc_one_to_many,
+                        class_target=loss.class_target)

@@ -1,7 +1,7 @@
 """PAVE-Net assembled: backbone, spatial encoder, query init, pose decoder, joint decoder."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +12,7 @@ from .backbone import Backbone, ChannelMapper
 from .encoder import EncoderLayer, FrameMemory, SpatialEncoder, flatten_levels
 from .heads import PoseHeads
 from .joint_decoder import JointDecoder, JointDecoderLayer, JointHeads
-from .pose_decoder import PoseDecoder, PoseDecoderLayer
+from .pose_decoder import PoseDecoder, PoseDecoderLayer, PosePosition
 from .position_encoding import PositionEmbeddingSine
 from .query_init import QueryInit
 
@@ -131,6 +131,13 @@ def _expand_proposals(proposals: dict[str, Tensor], num_frames: int) -> dict[str
     return out
 
 
+def pose_position(cfg: ModelConfig) -> Optional[PosePosition]:
+    """The pose-derived query position of ``model.query_pos``, or None for the learned one."""
+    if cfg.query_pos not in ("learned", "pose"):
+        raise ValueError(f"model.query_pos must be 'learned' or 'pose', got {cfg.query_pos!r}")
+    return PosePosition(cfg.hidden_dim) if cfg.query_pos == "pose" else None
+
+
 def build_model(cfg: ModelConfig) -> PAVENet:
     """Build PAVE-Net from a :class:`ModelConfig` (no weights are downloaded)."""
     if cfg.arch == "vepe":
@@ -161,7 +168,7 @@ def build_model(cfg: ModelConfig) -> PAVENet:
         encoder=SpatialEncoder(enc_layer, cfg.enc_layers),
         query_init=QueryInit(d, cfg.num_queries, j),
         pose_decoder=PoseDecoder(pose_layer, PoseHeads(d, cfg.refine_hidden, j, t),
-                                 cfg.pose_dec_layers),
+                                 cfg.pose_dec_layers, pose_position(cfg)),
         joint_decoder=JointDecoder(joint_layer, JointHeads(d, t), d, j, cfg.joint_dec_layers),
         d_model=d, num_levels=levels, num_frames=t,
         num_kept=min(cfg.num_kept, cfg.num_queries), embed_dim=cfg.embed_dim)

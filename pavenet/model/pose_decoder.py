@@ -2,19 +2,47 @@
 from __future__ import annotations
 
 import copy
+from typing import Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoder import FrameMemory
-from .heads import PoseHeads
+from .heads import MLP, PoseHeads
 from .pose_attention import FrameDeformAttn
+from .position_encoding import sine_encode
 
 
 def pose_box_scale(reference: Tensor) -> Tensor:
     """Half the size (w, h) of each frame's pose box: (B, Q, T, J, 2) -> (B, Q, T, 1, 1, 2)."""
     size = reference.amax(dim=-2) - reference.amin(dim=-2)
     return (0.5 * size)[:, :, :, None, None, :]
+
+
+class PosePosition(nn.Module):
+    """Query position from the key-frame reference pose (``model.query_pos: pose``).
+
+    The box around the pose, (cx, cy, w, h) in [0, 1], is sine-encoded (D / 4 channels each)
+    and mapped by a 2-layer MLP to D channels, as DAB-DETR does with anchor boxes; the decoder
+    recomputes it from the refined reference before every layer, so self-attention sees where
+    each query is and how large its person is (convergence aid; the published model uses only
+    the learned embedding).
+    """
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        if d_model % 8:
+            raise ValueError(f"PosePosition needs hidden_dim divisible by 8, got {d_model}")
+        self.d_model = d_model
+        self.mlp = MLP(d_model, [d_model], d_model)
+
+    def forward(self, reference: Tensor) -> Tensor:
+        """``reference`` (B, Q, T, J, 2) -> (B, Q, D), from frame T // 2."""
+        pose = reference[:, :, reference.shape[2] // 2]
+        lo, hi = pose.amin(dim=-2), pose.amax(dim=-2)
+        box = torch.cat(((lo + hi) / 2, hi - lo), dim=-1)
+        return self.mlp(sine_encode(box, self.d_model // 4).to(reference.dtype))
 
 
 class PoseDecoderLayer(nn.Module):
@@ -54,13 +82,16 @@ class PoseDecoder(nn.Module):
     """``num_layers`` pose-decoder layers, each followed by its own heads.
 
     After every layer the heads refine each frame's reference pose in inverse-sigmoid
-    space; the next layer samples at the refined (detached) pose.
+    space; the next layer samples at the refined (detached) pose. With ``pose_position`` the
+    query position of every layer adds the encoding of its current reference pose.
     """
 
-    def __init__(self, layer: PoseDecoderLayer, heads: PoseHeads, num_layers: int) -> None:
+    def __init__(self, layer: PoseDecoderLayer, heads: PoseHeads, num_layers: int,
+                 pose_position: Optional[PosePosition] = None) -> None:
         super().__init__()
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
         self.heads = nn.ModuleList(copy.deepcopy(heads) for _ in range(num_layers))
+        self.pose_position = pose_position
 
     def forward(self, tgt: Tensor, pos: Tensor, reference: Tensor,
                 memory: FrameMemory) -> tuple[list[dict[str, Tensor]], Tensor]:
@@ -71,7 +102,8 @@ class PoseDecoder(nn.Module):
         """
         outputs = []
         for layer, head in zip(self.layers, self.heads):
-            tgt = layer(tgt, pos, reference, memory)
+            layer_pos = pos if self.pose_position is None else pos + self.pose_position(reference)
+            tgt = layer(tgt, layer_pos, reference, memory)
             out = head(tgt, reference)
             outputs.append(out)
             reference = out["keypoints"].detach()

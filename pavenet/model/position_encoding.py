@@ -7,6 +7,20 @@ import torch
 from torch import Tensor, nn
 
 
+def sine_encode(values: Tensor, num_feats: int, temperature: float = 10000.0,
+                scale: float = 2 * math.pi) -> Tensor:
+    """Sine/cosine encoding of values in [0, 1]: (..., K) -> (..., K * num_feats).
+
+    Each value is multiplied by ``scale`` and divided by ``num_feats / 2`` geometric frequencies;
+    channels alternate sin (even) and cos (odd), the K encodings are concatenated in order.
+    """
+    dim_t = torch.arange(num_feats, dtype=torch.float32, device=values.device)
+    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_feats)
+    pos = values.float()[..., None] * scale / dim_t
+    pos = torch.stack((pos[..., 0::2].sin(), pos[..., 1::2].cos()), dim=-1).flatten(-2)
+    return pos.flatten(-2)
+
+
 class PositionEmbeddingSine(nn.Module):
     """2-D sine/cosine encoding: ``num_feats`` channels for y, then ``num_feats`` for x.
 
@@ -30,13 +44,8 @@ class PositionEmbeddingSine(nn.Module):
         eps = 1e-6
         y_embed = not_mask.cumsum(1)
         x_embed = not_mask.cumsum(2)
-        y_embed = (y_embed - 0.5) / (y_embed[:, -1:, :] + eps) * self.scale
-        x_embed = (x_embed - 0.5) / (x_embed[:, :, -1:] + eps) * self.scale
-        dim_t = torch.arange(self.num_feats, dtype=torch.float32, device=mask.device)
-        dim_t = self.temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor")
-                                     / self.num_feats)
-        pos_x = x_embed[..., None] / dim_t
-        pos_y = y_embed[..., None] / dim_t
-        pos_x = torch.stack((pos_x[..., 0::2].sin(), pos_x[..., 1::2].cos()), dim=4).flatten(3)
-        pos_y = torch.stack((pos_y[..., 0::2].sin(), pos_y[..., 1::2].cos()), dim=4).flatten(3)
-        return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
+        y_embed = (y_embed - 0.5) / (y_embed[:, -1:, :] + eps)
+        x_embed = (x_embed - 0.5) / (x_embed[:, :, -1:] + eps)
+        positions = torch.stack((y_embed, x_embed), dim=-1)
+        encoded = sine_encode(positions, self.num_feats, self.temperature, self.scale)
+        return encoded.permute(0, 3, 1, 2)

@@ -15,6 +15,7 @@ from torch import Tensor
 from ...config import ModelConfig
 from ..encoder import FrameMemory
 from ..heads import PoseHeads
+from ..network import pose_position
 from ..pose_decoder import PoseDecoder, PoseDecoderLayer
 
 
@@ -35,4 +36,5 @@ def build_stpd(cfg: ModelConfig, num_levels: int, temporal: bool) -> PoseDecoder
     d, t, j = cfg.hidden_dim, cfg.num_frames, cfg.num_joints
     layer_cls, frames = (PoseDecoderLayer, t) if temporal else (KeyFrameDecoderLayer, 1)
     layer = layer_cls(d, cfg.num_heads, num_levels, j, frames, cfg.ffn_dim, cfg.dropout)
-    return PoseDecoder(layer, PoseHeads(d, cfg.refine_hidden, j, t), cfg.vepe.stpd_layers)
+    return PoseDecoder(layer, PoseHeads(d, cfg.refine_hidden, j, t), cfg.vepe.stpd_layers,
+                       pose_position(cfg))
