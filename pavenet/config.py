@@ -149,6 +149,9 @@ class TrainConfig:
     log_every: int = 20
     max_nan_steps: int = 10
     freeze: list[str] = field(default_factory=list)
+    #: False: `--weights` may lack some of the model's keys or hold extra ones (e.g. an ablation
+    #: row without some VEPE component initialised from the full spatial phase); listed in a warning
+    init_strict: bool = True
 
 
 @dataclass

@@ -73,6 +73,20 @@ def test_fit_state_dict_reports_every_mismatch():
     assert "backbone.weight" in msg and "backbone.bias" in msg and "extra.weight" in msg
 
 
+def test_fit_state_dict_non_strict_skips_one_sided_keys_but_not_shape_mismatches():
+    a, b = Toy(3), Toy(3)
+    state = a.state_dict()
+    state["extra.weight"] = torch.zeros(1)
+    del state["head.bias"]
+    with pytest.warns(UserWarning, match="1 model keys keep their initial values, 1 checkpoint keys unused"):
+        fitted = fit_state_dict(b, state, 3, 3, strict=False)
+    assert set(fitted) == set(b.state_dict()) - {"head.bias"}
+    assert torch.equal(fitted["head.weight"], a.head.weight)
+    state["head.weight"] = torch.zeros(1, 1)
+    with pytest.raises(ckpt.CheckpointError, match="shape mismatch  head.weight"):
+        fit_state_dict(b, state, 3, 3, strict=False)
+
+
 def test_fit_state_dict_across_clip_lengths_copies_key_frame():
     src = Toy(1)
     with torch.no_grad():

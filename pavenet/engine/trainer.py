@@ -69,7 +69,7 @@ class Trainer:
         seed_everything(cfg.train.seed)
         model, self.criterion, _ = build(cfg)
         if weights:
-            load_model_weights(model, weights)
+            load_model_weights(model, weights, strict=cfg.train.init_strict)
         self.model = model.to(dist.device)
         self.criterion.to(dist.device)
         freeze_parameters(model, cfg.train.freeze)

@@ -8,6 +8,8 @@ every mismatched key.
 """
 from __future__ import annotations
 
+import warnings
+
 from typing import Optional
 
 import torch
@@ -43,9 +45,15 @@ def adapt_frames(value: torch.Tensor, axis: int, t_src: int, t_dst: int) -> torc
 
 
 def fit_state_dict(
-    model: nn.Module, state: dict[str, torch.Tensor], t_src: Optional[int], t_dst: Optional[int]
+    model: nn.Module, state: dict[str, torch.Tensor], t_src: Optional[int], t_dst: Optional[int],
+    strict: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Return ``state`` adapted to ``model``; raise listing every key that does not fit."""
+    """Return ``state`` adapted to ``model``; raise listing every key that does not fit.
+
+    With ``strict=False`` keys present on one side only are allowed (the model keeps its own
+    initialisation for those it lacks in the checkpoint) and listed in a warning; shape
+    mismatches are errors either way.
+    """
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -60,24 +68,30 @@ def fit_state_dict(
             bad.append(f"{k}: checkpoint {tuple(src.shape)} vs model {tuple(dst.shape)}")
         else:
             out[k] = adapt_frames(src, axis, t_src, t_dst)
-    if bad or missing or unexpected:
-        lines = [f"shape mismatch  {b}" for b in bad]
-        lines += [f"missing in checkpoint  {k}" for k in missing]
-        lines += [f"not in model  {k}" for k in unexpected]
+    lines = [f"missing in checkpoint  {k}" for k in missing]
+    lines += [f"not in model  {k}" for k in unexpected]
+    if bad or (lines and strict):
+        lines = [f"shape mismatch  {b}" for b in bad] + lines
         raise CheckpointError("checkpoint does not fit the model:\n  " + "\n  ".join(lines))
+    if lines:
+        warnings.warn(f"partial initialisation, {len(missing)} model keys keep their initial values, "
+                      f"{len(unexpected)} checkpoint keys unused:\n  " + "\n  ".join(lines), stacklevel=2)
     return out
 
 
-def load_model_weights(model: nn.Module, path: str) -> dict:
-    """Load a checkpoint into ``model`` (clip lengths may differ); returns its metadata."""
+def load_model_weights(model: nn.Module, path: str, strict: bool = True) -> dict:
+    """Load a checkpoint into ``model`` (clip lengths may differ); returns its metadata.
+
+    ``strict=False`` allows keys on one side only (see :func:`fit_state_dict`).
+    """
     state, meta = load_weights(path)
     t_src = meta.get("config", {}).get("model", {}).get("num_frames")
     t_dst = getattr(model, "num_frames", None)
     try:
-        fitted = fit_state_dict(model, state, t_src, t_dst)
+        fitted = fit_state_dict(model, state, t_src, t_dst, strict)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    model.load_state_dict(fitted)
+    model.load_state_dict(fitted, strict=strict)
     return meta
 
 
