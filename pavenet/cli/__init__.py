@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "predict": "predict",
     "demo": "demo",
     "export": "export",
+    "bench": "bench",
 }
 
 

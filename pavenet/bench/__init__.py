@@ -1,0 +1,5 @@
+"""Speed benchmarks: pavenet against a two-stage (detector + top-down) baseline.
+
+``two_stage`` builds the baseline, ``timing`` times callables and counts FLOPs, ``runner`` runs
+the benchmark grid and writes the report (``pavenet bench``).
+"""

@@ -1,0 +1,131 @@
+"""Speed benchmark pieces: the two-stage baseline's shapes and linear cost, the timing and FLOP
+helpers (fake clock, no timing assertions) and ``pavenet bench --quick`` end to end."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from pavenet.bench.report import JSON_NAME, MARKDOWN_NAME, REPORT_KEYS, ROW_KEYS
+from pavenet.bench.timing import Timing, achieved, count_flops, peak_flops, time_callable
+from pavenet.bench.two_stage import TwoStagePose, grid_boxes
+from pavenet.cli import main
+
+SIZE, CROP = (64, 64), (64, 48)
+
+
+@pytest.fixture(scope="module")
+def two_stage():
+    torch.manual_seed(0)
+    model = TwoStagePose(*SIZE, num_frames=3, crop_size=CROP).eval()
+    model.requires_grad_(False)
+    clip = torch.rand(3, 3, *SIZE)
+    return model, clip
+
+
+@pytest.mark.parametrize("people", [1, 3])
+def test_two_stage_returns_key_frame_joints_of_each_person(two_stage, people):
+    model, clip = two_stage
+    with torch.no_grad():
+        out = model(clip, people)
+        batched = model(torch.stack([clip, clip]), people)
+    assert out.shape == (people, 15, 2)
+    assert batched.shape == (2, people, 15, 2)
+    boxes = grid_boxes(people, *SIZE)
+    inside = (out >= boxes[:, None, :2] - 1e-4) & (out <= boxes[:, None, 2:] + 1e-4)
+    assert inside.all()
+
+
+@pytest.mark.parametrize("people", [1, 2, 7])
+def test_forced_detector_output_has_exactly_n_boxes(two_stage, people):
+    model, clip = two_stage
+    with torch.no_grad():
+        detections = model.detect(clip[1:2])
+    boxes = model.person_boxes(detections, people)
+    assert boxes.shape == (1, people, 4)
+    assert torch.equal(boxes[0], grid_boxes(people, *SIZE))
+    assert (boxes[..., 2:] > boxes[..., :2]).all()
+    assert boxes[..., 0::2].min() >= 0 and boxes[..., 0::2].max() <= SIZE[1]
+    assert boxes[..., 1::2].min() >= 0 and boxes[..., 1::2].max() <= SIZE[0]
+
+
+def test_top_down_cost_grows_linearly_with_people(two_stage):
+    model, clip = two_stage
+    frames = clip[None]
+
+    def flops(people):
+        boxes = grid_boxes(people, *SIZE)[None]
+        with torch.no_grad():
+            return count_flops(lambda: model.top_down(frames, boxes))
+
+    f1, f2, f3 = flops(1), flops(2), flops(3)
+    assert f1 > 0
+    assert f3 - f1 == 2 * (f2 - f1)
+    assert f2 == 2 * f1
+
+
+def test_flop_counter_of_a_linear_layer():
+    layer = nn.Linear(7, 5)
+    x = torch.randn(3, 7)
+    assert count_flops(lambda: layer(x)) == 2 * 7 * 5 * 3
+
+
+def test_time_callable_uses_the_injected_clock_and_sync():
+    durations = iter([0.004, 0.001, 0.003, 0.010, 0.002])
+    clock = {"now": 0.0}
+    calls, syncs = [], []
+
+    def timer():
+        return clock["now"]
+
+    def fn():
+        calls.append(1)
+        if len(calls) > 2:  # the two warm-up calls take no time
+            clock["now"] += next(durations)
+
+    timing = time_callable(fn, warmup=2, repeats=5, sync=lambda: syncs.append(1), timer=timer)
+    assert len(calls) == 7 and len(syncs) == 6
+    assert timing.times_ms == pytest.approx([4.0, 1.0, 3.0, 10.0, 2.0])
+    assert timing.median_ms == pytest.approx(3.0)
+    assert timing.p90_ms == pytest.approx(10.0)
+    assert Timing([float(i) for i in range(1, 11)]).p90_ms == 9.0
+    with pytest.raises(ValueError):
+        time_callable(fn, repeats=0)
+
+
+def test_peaks_known_only_for_listed_devices():
+    assert peak_flops("NVIDIA H100 80GB HBM3", "bfloat16") == 989e12
+    assert peak_flops("NVIDIA H200", "float32") == 67e12
+    assert peak_flops("NVIDIA H100 PCIe", "bfloat16") is None
+    assert peak_flops("AMD EPYC", "float32") is None
+    assert achieved(10**9, 0.5, None) == (2e9, None)
+    assert achieved(10**9, 0.5, 4e9) == (2e9, 0.5)
+
+
+def test_bench_cli_quick_on_cpu(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "--quick", "--device", "cpu", "--out", str(out), "--batch", "1"]) == 0
+    report = json.loads((out / JSON_NAME).read_text())
+    assert set(report) == set(REPORT_KEYS)
+    assert report["device"] == "cpu" and report["input_size"] == [64, 64]
+    assert report["dtypes"] == ["float32"] and any("bfloat16" in s for s in report["skipped"])
+    rows = report["rows"]
+    assert len(rows) == 2 * 4  # people 1 and 3, four models/modes, batch 1, float32, eager
+    for row in rows:
+        assert set(row) == set(ROW_KEYS)
+        assert row["median_ms"] > 0 and row["gflops_per_frame"] > 0 and row["peak_fraction"] is None
+    assert {(r["model"], r["mode"]) for r in rows} == {
+        ("pavenet", "streaming"), ("pavenet", "recompute"), ("pavenet_t1", "streaming"),
+        ("two_stage", "per_frame")}
+    assert report["ratios"] and report["ratios"][0]["people"] == 3
+    markdown = (out / MARKDOWN_NAME).read_text()
+    assert "| model | mode | people |" in markdown and "two_stage" in markdown
+    assert not list(out.glob("*.tmp"))
+
+
+def test_bench_cli_reports_missing_cuda(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    assert main(["bench", "--device", "cuda", "--out", str(tmp_path)]) == 2
+    assert "CUDA" in capsys.readouterr().err
+    assert not (tmp_path / JSON_NAME).exists()
