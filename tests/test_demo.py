@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import av
+import pytest
 
 from pavenet.engine.demo import DemoPlan, run_demo
 
@@ -34,3 +35,10 @@ def test_demo_pipeline_end_to_end(tmp_path: Path):
         assert 0.0 <= ev["val"]["ap"]["total"] <= 100.0
         assert (out / f"run_t{t}" / "last" / "model.safetensors").is_file()
     assert any("report:" in line for line in lines)
+
+
+def test_loss_smoothing_is_a_bias_corrected_moving_average():
+    from pavenet.viz.report import smooth
+
+    assert smooth([4.0, 4.0, 4.0], 0.9) == pytest.approx([4.0, 4.0, 4.0])
+    assert smooth([1.0, 3.0], 0.5) == pytest.approx([1.0, (0.25 + 1.5) / 0.75])

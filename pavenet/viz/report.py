@@ -26,24 +26,38 @@ def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
     return train, val
 
 
+def smooth(values: list[float], weight: float = 0.9) -> list[float]:
+    """Exponential moving average with bias correction (TensorBoard-style smoothing)."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values, 1):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight ** i))
+    return out
+
+
 def plot_training_curve(metrics_path: Path, out_png: Path) -> Path:
-    """Loss (left axis) and validation mAP (right axis) against the step."""
+    """Loss, raw and smoothed (left axis), and validation mAP / MOTA (right axis) per step."""
     train, val = read_metrics(metrics_path)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     if train:
-        ax.plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue", label="train loss")
+        steps, loss = [r["step"] for r in train], [r["loss"] for r in train]
+        ax.plot(steps, loss, color="tab:blue", alpha=0.3, linewidth=0.8)
+        ax.plot(steps, smooth(loss), color="tab:blue", label="train loss (smoothed)")
     ax.set_xlabel("step")
     ax.set_ylabel("loss", color="tab:blue")
-    ax.set_yscale("log")
     if val:
         ax2 = ax.twinx()
-        ax2.plot([r["step"] for r in val], [r.get("map", np.nan) for r in val], "o-", color="tab:red",
-                 label="val mAP")
-        if any("mota" in r for r in val):
-            ax2.plot([r["step"] for r in val], [r.get("mota", np.nan) for r in val], "s--", color="tab:green",
-                     label="val MOTA")
+        steps = [r["step"] for r in val]
+        curves = [("map", "o-", "tab:red", "val mAP"), ("mota", "s--", "tab:green", "val MOTA")]
+        lowest = 0.0
+        for key, style, color, label in curves:
+            values = [r.get(key, np.nan) for r in val]
+            if not np.all(np.isnan(values)):
+                ax2.plot(steps, values, style, color=color, label=label)
+                lowest = min(lowest, float(np.nanmin(values)))
+        ax2.axhline(0.0, color="0.6", linewidth=0.6)
         ax2.set_ylabel("val mAP / MOTA (%)")
-        ax2.set_ylim(0, 100)
+        ax2.set_ylim(min(0.0, 10.0 * np.floor(lowest / 10.0)), 100)
         ax2.legend(loc="center right")
     ax.set_title("training curve")
     fig.tight_layout()
