@@ -35,31 +35,36 @@ def smooth(values: list[float], weight: float = 0.9) -> list[float]:
     return out
 
 
+#: Loss terms drawn in the training-curve figure when the metrics hold them.
+CURVE_LOSSES = {"loss": "total", "loss_kpt": "keypoint", "loss_oks": "OKS", "loss_class": "class"}
+
+
 def plot_training_curve(metrics_path: Path, out_png: Path) -> Path:
-    """Loss, raw and smoothed (left axis), and validation mAP / MOTA (right axis) per step."""
+    """Two panels against the step: the training losses (raw faint, smoothed solid, log scale)
+    and the validation mAP / MOTA (MOTA can be negative)."""
     train, val = read_metrics(metrics_path)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    for (key, label), color in zip(CURVE_LOSSES.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        recs = [r for r in train if key in r]
+        if recs:
+            steps, loss = [r["step"] for r in recs], [r[key] for r in recs]
+            ax.plot(steps, loss, color=color, alpha=0.25, linewidth=0.7)
+            ax.plot(steps, smooth(loss), color=color, label=label)
+    ax.set_yscale("log")
+    ax.set(xlabel="step", ylabel="loss", title="training losses")
     if train:
-        steps, loss = [r["step"] for r in train], [r["loss"] for r in train]
-        ax.plot(steps, loss, color="tab:blue", alpha=0.3, linewidth=0.8)
-        ax.plot(steps, smooth(loss), color="tab:blue", label="train loss (smoothed)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss", color="tab:blue")
+        ax.legend(fontsize=8)
+    lowest = 0.0
+    steps = [r["step"] for r in val]
+    for key, style, color, label in [("map", "o-", "tab:red", "mAP"), ("mota", "s--", "tab:green", "MOTA")]:
+        values = [r.get(key, np.nan) for r in val]
+        if val and not np.all(np.isnan(values)):
+            ax2.plot(steps, values, style, color=color, label=label)
+            lowest = min(lowest, float(np.nanmin(values)))
+    ax2.axhline(0.0, color="0.6", linewidth=0.6)
+    ax2.set(xlabel="step", ylabel="%", title="validation", ylim=(min(0.0, 10.0 * np.floor(lowest / 10.0)), 100))
     if val:
-        ax2 = ax.twinx()
-        steps = [r["step"] for r in val]
-        curves = [("map", "o-", "tab:red", "val mAP"), ("mota", "s--", "tab:green", "val MOTA")]
-        lowest = 0.0
-        for key, style, color, label in curves:
-            values = [r.get(key, np.nan) for r in val]
-            if not np.all(np.isnan(values)):
-                ax2.plot(steps, values, style, color=color, label=label)
-                lowest = min(lowest, float(np.nanmin(values)))
-        ax2.axhline(0.0, color="0.6", linewidth=0.6)
-        ax2.set_ylabel("val mAP / MOTA (%)")
-        ax2.set_ylim(min(0.0, 10.0 * np.floor(lowest / 10.0)), 100)
-        ax2.legend(loc="center right")
-    ax.set_title("training curve")
+        ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out_png)
     plt.close(fig)
