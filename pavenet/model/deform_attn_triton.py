@@ -79,6 +79,24 @@ if HAS_TRITON:
         return x0.to(tl.int32), y0.to(tl.int32), x - x0, y - y0
 
     @triton.jit
+    def _bilinear(base, loc_ptr, idx, q_mask, h, w, row_stride, d, d_mask):
+        """The four corners around the points at ``idx`` and their interpolation.
+
+        Returns the corner values and in-bounds flags (v00, v01, v10, v11, in00, in01, in10,
+        in11), the top-left pixel (x0, y0), the fractions (gx, gy) as (BLOCK_Q, 1) columns
+        and the rows interpolated along x (top, bottom)."""
+        x0, y0, fx, fy = _pixel(loc_ptr, idx, q_mask, h, w)
+        v00, in00 = _corner(base, x0, y0, h, w, row_stride, d, q_mask, d_mask)
+        v01, in01 = _corner(base, x0 + 1, y0, h, w, row_stride, d, q_mask, d_mask)
+        v10, in10 = _corner(base, x0, y0 + 1, h, w, row_stride, d, q_mask, d_mask)
+        v11, in11 = _corner(base, x0 + 1, y0 + 1, h, w, row_stride, d, q_mask, d_mask)
+        gx = fx[:, None]
+        gy = fy[:, None]
+        top = v00 + (v01 - v00) * gx
+        bottom = v10 + (v11 - v10) * gx
+        return v00, v01, v10, v11, in00, in01, in10, in11, x0, y0, gx, gy, top, bottom
+
+    @triton.jit
     def _fwd_kernel(value_ptr, levels_ptr, loc_ptr, attn_ptr, out_ptr, S, Q,
                     M: tl.constexpr, L: tl.constexpr, P: tl.constexpr, DH: tl.constexpr,
                     BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -98,16 +116,9 @@ if HAS_TRITON:
             base = head_base + tl.load(levels_ptr + lvl * 3 + 2).to(tl.int64) * M * DH
             for pt in range(P):
                 idx = (rows * L + lvl) * P + pt
-                x0, y0, fx, fy = _pixel(loc_ptr, idx, q_mask, h, w)
                 a = tl.load(attn_ptr + idx, mask=q_mask, other=0.0).to(tl.float32)
-                v00, _ = _corner(base, x0, y0, h, w, M * DH, d, q_mask, d_mask)
-                v01, _ = _corner(base, x0 + 1, y0, h, w, M * DH, d, q_mask, d_mask)
-                v10, _ = _corner(base, x0, y0 + 1, h, w, M * DH, d, q_mask, d_mask)
-                v11, _ = _corner(base, x0 + 1, y0 + 1, h, w, M * DH, d, q_mask, d_mask)
-                gx = fx[:, None]
-                gy = fy[:, None]
-                top = v00 + (v01 - v00) * gx
-                bottom = v10 + (v11 - v10) * gx
+                _, _, _, _, _, _, _, _, _, _, _, gy, top, bottom = _bilinear(
+                    base, loc_ptr, idx, q_mask, h, w, M * DH, d, d_mask)
                 acc += a[:, None] * (top + (bottom - top) * gy)
         out_ptrs = out_ptr + rows[:, None] * DH + d[None, :]
         tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty),
@@ -143,16 +154,9 @@ if HAS_TRITON:
             grad_base = grad_value_ptr + level_offset
             for pt in range(P):
                 idx = (rows * L + lvl) * P + pt
-                x0, y0, fx, fy = _pixel(loc_ptr, idx, q_mask, h, w)
                 a = tl.load(attn_ptr + idx, mask=q_mask, other=0.0).to(tl.float32)
-                v00, in00 = _corner(base, x0, y0, h, w, M * DH, d, q_mask, d_mask)
-                v01, in01 = _corner(base, x0 + 1, y0, h, w, M * DH, d, q_mask, d_mask)
-                v10, in10 = _corner(base, x0, y0 + 1, h, w, M * DH, d, q_mask, d_mask)
-                v11, in11 = _corner(base, x0 + 1, y0 + 1, h, w, M * DH, d, q_mask, d_mask)
-                gx = fx[:, None]
-                gy = fy[:, None]
-                top = v00 + (v01 - v00) * gx
-                bottom = v10 + (v11 - v10) * gx
+                v00, v01, v10, v11, in00, in01, in10, in11, x0, y0, gx, gy, top, bottom = _bilinear(
+                    base, loc_ptr, idx, q_mask, h, w, M * DH, d, d_mask)
                 sample = top + (bottom - top) * gy
                 tl.store(grad_attn_ptr + idx, tl.sum(go * sample, axis=1), mask=q_mask)
                 dx = (v01 - v00) * (1.0 - gy) + (v11 - v10) * gy
