@@ -97,17 +97,20 @@ if HAS_TRITON:
         return v00, v01, v10, v11, in00, in01, in10, in11, x0, y0, gx, gy, top, bottom
 
     @triton.jit
-    def _fwd_kernel(value_ptr, levels_ptr, loc_ptr, attn_ptr, out_ptr, S, Q,
-                    M: tl.constexpr, L: tl.constexpr, P: tl.constexpr, DH: tl.constexpr,
-                    BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
-        """out[n, q, m, :] = sum over levels and points of weight x bilinear sample."""
+    def _tile(Q, M, DH, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
+        """This program's head m, batch n, channel lanes d, lane masks and (n, q, m) rows."""
         m = tl.program_id(1)
         n = tl.program_id(2).to(tl.int64)
         q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
         d = tl.arange(0, BLOCK_D)
-        q_mask = q < Q
-        d_mask = d < DH
-        rows = (n * Q + q) * M + m
+        return m, n, d, q < Q, d < DH, (n * Q + q) * M + m
+
+    @triton.jit
+    def _fwd_kernel(value_ptr, levels_ptr, loc_ptr, attn_ptr, out_ptr, S, Q,
+                    M: tl.constexpr, L: tl.constexpr, P: tl.constexpr, DH: tl.constexpr,
+                    BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
+        """out[n, q, m, :] = sum over levels and points of weight x bilinear sample."""
+        m, n, d, q_mask, d_mask, rows = _tile(Q, M, DH, BLOCK_Q, BLOCK_D)
         head_base = value_ptr + n * S * M * DH + m * DH
         acc = tl.zeros((BLOCK_Q, BLOCK_D), dtype=tl.float32)
         for lvl in range(L):
@@ -136,13 +139,7 @@ if HAS_TRITON:
                     M: tl.constexpr, L: tl.constexpr, P: tl.constexpr, DH: tl.constexpr,
                     BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
         """Gradients of value (atomic, float32), sampling locations and attention weights."""
-        m = tl.program_id(1)
-        n = tl.program_id(2).to(tl.int64)
-        q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
-        d = tl.arange(0, BLOCK_D)
-        q_mask = q < Q
-        d_mask = d < DH
-        rows = (n * Q + q) * M + m
+        m, n, d, q_mask, d_mask, rows = _tile(Q, M, DH, BLOCK_Q, BLOCK_D)
         go_ptrs = grad_out_ptr + rows[:, None] * DH + d[None, :]
         go = tl.load(go_ptrs, mask=q_mask[:, None] & d_mask[None, :], other=0.0).to(tl.float32)
         head_offset = n * S * M * DH + m * DH
