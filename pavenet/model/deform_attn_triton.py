@@ -79,22 +79,14 @@ if HAS_TRITON:
         return x0.to(tl.int32), y0.to(tl.int32), x - x0, y - y0
 
     @triton.jit
-    def _bilinear(base, loc_ptr, idx, q_mask, h, w, row_stride, d, d_mask):
-        """The four corners around the points at ``idx`` and their interpolation.
-
-        Returns the corner values and in-bounds flags (v00, v01, v10, v11, in00, in01, in10,
-        in11), the top-left pixel (x0, y0), the fractions (gx, gy) as (BLOCK_Q, 1) columns
-        and the rows interpolated along x (top, bottom)."""
-        x0, y0, fx, fy = _pixel(loc_ptr, idx, q_mask, h, w)
+    def _corners(base, x0, y0, h, w, row_stride, d, q_mask, d_mask):
+        """Values and in-bounds flags of the four pixels around (x0, y0): top-left, top-right,
+        bottom-left, bottom-right."""
         v00, in00 = _corner(base, x0, y0, h, w, row_stride, d, q_mask, d_mask)
         v01, in01 = _corner(base, x0 + 1, y0, h, w, row_stride, d, q_mask, d_mask)
         v10, in10 = _corner(base, x0, y0 + 1, h, w, row_stride, d, q_mask, d_mask)
         v11, in11 = _corner(base, x0 + 1, y0 + 1, h, w, row_stride, d, q_mask, d_mask)
-        gx = fx[:, None]
-        gy = fy[:, None]
-        top = v00 + (v01 - v00) * gx
-        bottom = v10 + (v11 - v10) * gx
-        return v00, v01, v10, v11, in00, in01, in10, in11, x0, y0, gx, gy, top, bottom
+        return v00, v01, v10, v11, in00, in01, in10, in11
 
     @triton.jit
     def _tile(Q, M, DH, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -120,9 +112,11 @@ if HAS_TRITON:
             for pt in range(P):
                 idx = (rows * L + lvl) * P + pt
                 a = tl.load(attn_ptr + idx, mask=q_mask, other=0.0).to(tl.float32)
-                _, _, _, _, _, _, _, _, _, _, _, gy, top, bottom = _bilinear(
-                    base, loc_ptr, idx, q_mask, h, w, M * DH, d, d_mask)
-                acc += a[:, None] * (top + (bottom - top) * gy)
+                x0, y0, fx, fy = _pixel(loc_ptr, idx, q_mask, h, w)
+                v00, v01, v10, v11, _, _, _, _ = _corners(base, x0, y0, h, w, M * DH, d, q_mask, d_mask)
+                top = v00 + (v01 - v00) * fx[:, None]
+                bottom = v10 + (v11 - v10) * fx[:, None]
+                acc += a[:, None] * (top + (bottom - top) * fy[:, None])
         out_ptrs = out_ptr + rows[:, None] * DH + d[None, :]
         tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty),
                  mask=q_mask[:, None] & d_mask[None, :])
@@ -152,8 +146,13 @@ if HAS_TRITON:
             for pt in range(P):
                 idx = (rows * L + lvl) * P + pt
                 a = tl.load(attn_ptr + idx, mask=q_mask, other=0.0).to(tl.float32)
-                v00, v01, v10, v11, in00, in01, in10, in11, x0, y0, gx, gy, top, bottom = _bilinear(
-                    base, loc_ptr, idx, q_mask, h, w, M * DH, d, d_mask)
+                x0, y0, fx, fy = _pixel(loc_ptr, idx, q_mask, h, w)
+                v00, v01, v10, v11, in00, in01, in10, in11 = _corners(base, x0, y0, h, w, M * DH, d,
+                                                                      q_mask, d_mask)
+                gx = fx[:, None]
+                gy = fy[:, None]
+                top = v00 + (v01 - v00) * gx
+                bottom = v10 + (v11 - v10) * gx
                 sample = top + (bottom - top) * gy
                 tl.store(grad_attn_ptr + idx, tl.sum(go * sample, axis=1), mask=q_mask)
                 dx = (v01 - v00) * (1.0 - gy) + (v11 - v10) * gy

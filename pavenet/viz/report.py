@@ -58,7 +58,7 @@ def plot_training_curve(metrics_path: Path, out_png: Path) -> Path:
     steps = [r["step"] for r in val]
     for key, style, color, label in [("map", "o-", "tab:red", "mAP"), ("mota", "s--", "tab:green", "MOTA")]:
         values = [r.get(key, np.nan) for r in val]
-        if val and not np.all(np.isnan(values)):
+        if not np.all(np.isnan(values)):
             ax2.plot(steps, values, style, color=color, label=label)
             lowest = min(lowest, float(np.nanmin(values)))
     ax2.axhline(0.0, color="0.6", linewidth=0.6)
