@@ -129,3 +129,46 @@ def test_bench_cli_reports_missing_cuda(tmp_path, capsys):
     assert main(["bench", "--device", "cuda", "--out", str(tmp_path)]) == 2
     assert "CUDA" in capsys.readouterr().err
     assert not (tmp_path / JSON_NAME).exists()
+
+
+def test_failing_rows_are_listed_and_the_report_is_kept_after_every_row(tmp_path, monkeypatch, capsys):
+    from pavenet.bench import runner
+
+    measure = runner.Bench.measure
+    calls = []
+
+    def flaky(self, case):
+        calls.append(case)
+        if case.model == "two_stage":
+            raise RuntimeError("detector exploded")
+        if len(calls) == 6:
+            assert len(json.loads((tmp_path / JSON_NAME).read_text())["rows"]) == 4
+            raise KeyboardInterrupt
+        return measure(self, case)
+
+    monkeypatch.setattr(runner.Bench, "measure", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        main(["bench", "--quick", "--device", "cpu", "--out", str(tmp_path), "--batch", "1"])
+    report = json.loads((tmp_path / JSON_NAME).read_text())
+    assert [(r["model"], r["people"]) for r in report["rows"]] == [
+        ("pavenet", 1), ("pavenet", 1), ("pavenet_t1", 1), ("pavenet", 3)]
+    assert report["failed"] == ["two_stage per_frame N=1 batch 1 float32: RuntimeError: detector exploded"]
+    assert "Failed (eager rows that raised)" in (tmp_path / MARKDOWN_NAME).read_text()
+
+    calls.clear()
+    monkeypatch.setattr(runner.Bench, "measure", lambda self, case: flaky(self, case) if
+                        case.model == "two_stage" else measure(self, case))
+    assert main(["bench", "--quick", "--device", "cpu", "--out", str(tmp_path), "--batch", "1"]) == 1
+    assert "FAILED: two_stage per_frame N=3" in capsys.readouterr().err
+    assert len(json.loads((tmp_path / JSON_NAME).read_text())["rows"]) == 6
+
+
+def test_compile_only_and_compile_modes_resolve():
+    from pavenet.bench.runner import BenchPlan, resolve
+
+    assert resolve(BenchPlan(device="cpu", quick=True)).compile_modes == (False,)
+    assert resolve(BenchPlan(device="cpu", quick=True, compile=True)).compile_modes == (False, True)
+    only = resolve(BenchPlan(device="cpu", quick=True, compile_only=True, compile_mode="reduce-overhead"))
+    assert only.compile_modes == (True,) and only.compile_mode == "reduce-overhead"
+    with pytest.raises(ValueError, match="compile mode"):
+        resolve(BenchPlan(device="cpu", quick=True, compile_mode="fast"))

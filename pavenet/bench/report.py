@@ -23,8 +23,8 @@ ROW_KEYS = ("model", "mode", "people", "batch", "dtype", "compile", "median_ms",
             "ms_per_frame", "frames_per_s", "gflops_per_frame", "tflops_per_s", "peak_fraction",
             "post_ms", "note")
 REPORT_KEYS = ("device", "device_name", "dtypes", "input_size", "crop_size", "config", "torch",
-               "torchvision", "date", "threads", "repeats", "warmup", "notes", "skipped", "rows",
-               "ratios")
+               "torchvision", "date", "threads", "repeats", "warmup", "notes", "skipped", "failed",
+               "rows", "ratios")
 JSON_NAME, MARKDOWN_NAME = "bench.json", "bench.md"
 COLUMNS = (("model", "model"), ("mode", "mode"), ("people", "people"), ("batch", "batch"),
            ("dtype", "dtype"), ("compile", "compile"), ("median_ms", "median ms"),
@@ -102,6 +102,8 @@ def markdown(report: dict) -> str:
     lines += ["", "Notes:", ""] + [f"- {n}" for n in report["notes"]]
     if report["skipped"]:
         lines += ["", "Skipped:", ""] + [f"- {s}" for s in report["skipped"]]
+    if report.get("failed"):
+        lines += ["", "Failed (eager rows that raised):", ""] + [f"- {s}" for s in report["failed"]]
     return "\n".join(lines) + "\n"
 
 

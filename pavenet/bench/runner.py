@@ -40,6 +40,8 @@ QUICK_PEOPLE = (1, 3)
 QUICK_SIZE, QUICK_CROP = (64, 64), (64, 48)
 #: Fewest warm-up calls of a compiled row: compilation, then a possible recompile.
 COMPILED_WARMUP = 2
+#: ``torch.compile`` modes: "reduce-overhead" adds CUDA graphs (fewer launches at small batch).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -55,6 +57,8 @@ class BenchPlan:
     warmup: Optional[int] = None
     batch: Optional[int] = None
     compile: bool = False
+    compile_only: bool = False
+    compile_mode: str = "default"
     dtypes: tuple[str, ...] = ("float32", "bfloat16")
     crop: Optional[tuple[int, int]] = None
     threads: Optional[int] = None
@@ -75,7 +79,9 @@ class Settings:
     dtypes: tuple[str, ...]
     compile_modes: tuple[bool, ...]
     crop: tuple[int, int]
+    compile_mode: str = "default"
     skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -106,8 +112,10 @@ def resolve(plan: BenchPlan) -> Settings:
         size=tuple(size), people=tuple(plan.people or (QUICK_PEOPLE if plan.quick else DEFAULT_PEOPLE)),
         repeats=plan.repeats or (1 if plan.quick else 20 if cuda else 5),
         warmup=plan.warmup if plan.warmup is not None else (0 if plan.quick else 5 if cuda else 1),
-        batches=tuple(sorted({1, batch})), dtypes=(), compile_modes=(False, True) if plan.compile else (False,),
-        crop=tuple(plan.crop or (QUICK_CROP if plan.quick else CROP_SIZE)))
+        batches=tuple(sorted({1, batch})), dtypes=(), compile_modes=((True,) if plan.compile_only else (False, True) if plan.compile else (False,)),
+        crop=tuple(plan.crop or (QUICK_CROP if plan.quick else CROP_SIZE)), compile_mode=plan.compile_mode)
+    if plan.compile_mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {plan.compile_mode!r}, expected one of {COMPILE_MODES}")
     for dtype in plan.dtypes:
         if dtype not in ("float32", "bfloat16"):
             raise ValueError(f"unknown dtype {dtype!r} (float32 or bfloat16)")
@@ -163,14 +171,18 @@ class Networks:
         self.post = post
         self.num_frames = int(model.num_frames)
         self.two_stage = _frozen(TwoStagePose(*s.size, self.num_frames, s.crop), s.device)
+        self.compile_mode = s.compile_mode
         self._compiled: dict[str, Any] = {}
+
+    def _compile(self, fn: Callable) -> Callable:
+        return torch.compile(fn, mode=self.compile_mode)
 
     def pavenet_fns(self, name: str, compiled: bool) -> tuple[Callable, Callable]:
         net = self.nets[name]
         if not compiled:
             return net.encode, net.decode
         if name not in self._compiled:
-            self._compiled[name] = (torch.compile(net.encode), torch.compile(net.decode))
+            self._compiled[name] = (self._compile(net.encode), self._compile(net.decode))
         return self._compiled[name]
 
     def two_stage_fn(self, compiled: bool) -> Callable:
@@ -178,7 +190,7 @@ class Networks:
         if not compiled:
             return self.two_stage
         if "two_stage" not in self._compiled:
-            top_down = torch.compile(self.two_stage.top_down)
+            top_down = self._compile(self.two_stage.top_down)
             self._compiled["two_stage"] = lambda clips, people: self.two_stage(clips, people, top_down)
         return self._compiled["two_stage"]
 
@@ -213,8 +225,20 @@ def pavenet_step(nets: Networks, case: Case, frames: torch.Tensor) -> tuple[Call
 
         def memory():
             return encode(clips.flatten(0, 1), mask)
-    outputs = decode(memory(), case.batch)
+    outputs = _cloned(decode(memory(), case.batch))
     return (lambda: nets.post(decode(memory(), case.batch), sizes)), (lambda: nets.post(outputs, sizes))
+
+
+def _cloned(outputs: Any) -> Any:
+    """A copy of a (nested dict / list of) tensor output that later calls cannot overwrite
+    (CUDA-graph outputs are reused by the next replay)."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.clone()
+    if isinstance(outputs, dict):
+        return {k: _cloned(v) for k, v in outputs.items()}
+    if isinstance(outputs, (list, tuple)):
+        return type(outputs)(_cloned(v) for v in outputs)
+    return outputs
 
 
 def _autocast(s: Settings, dtype: str):
@@ -223,8 +247,14 @@ def _autocast(s: Settings, dtype: str):
     return contextlib.nullcontext()
 
 
-def _wrapped(fn: Callable, s: Settings, dtype: str) -> Callable:
+def _wrapped(fn: Callable, s: Settings, dtype: str, compiled: bool = False) -> Callable:
+    """``fn`` under no_grad and the dtype's autocast; compiled calls of the CUDA-graph mode
+    first mark a new step, so each call may overwrite the previous call's graph outputs."""
+    new_step = compiled and s.compile_mode == "reduce-overhead"
+
     def run():
+        if new_step:
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.no_grad(), _autocast(s, dtype):
             return fn()
     return run
@@ -258,9 +288,9 @@ class Bench:
             if case.model == "two_stage":
                 fn = self.nets.two_stage_fn(compiled)
                 clips = raw[None].expand(case.batch, -1, -1, -1, -1).contiguous()
-                return _wrapped(lambda: fn(clips, case.people), self.s, case.dtype), None
+                return _wrapped(lambda: fn(clips, case.people), self.s, case.dtype, compiled), None
             step, post = pavenet_step(self.nets, variant, norm)
-        return _wrapped(step, self.s, case.dtype), _wrapped(post, self.s, case.dtype)
+        return _wrapped(step, self.s, case.dtype, compiled), _wrapped(post, self.s, case.dtype)
 
     def flops(self, case: Case) -> int:
         key = (case.model, case.mode, case.people, case.batch)
@@ -317,37 +347,41 @@ def notes(s: Settings, nets: Networks) -> list[str]:
         "ms/frame = median ms / batch; frames/s = 1000 / ms/frame.",
     ]
     if True in s.compile_modes:
-        out.append("compile: pavenet's encode and decode are compiled; the two-stage compiles its "
-                   "top-down model, its detector (data-dependent NMS shapes) stays eager. Compiled "
-                   f"rows get at least {COMPILED_WARMUP} warm-up calls (compilation).")
+        out.append(f"compile (torch.compile mode {s.compile_mode!r}): pavenet's encode and decode "
+                   "are compiled; the two-stage compiles its top-down model, its detector "
+                   "(data-dependent NMS shapes) stays eager. Compiled rows get at least "
+                   f"{COMPILED_WARMUP} warm-up calls (compilation).")
     return out
 
 
-def run_benchmark(plan: BenchPlan, progress: bool = True) -> dict:
-    """Run the grid of ``plan``, write ``bench.json`` and ``bench.md`` into ``plan.out``."""
-    if plan.threads:
-        torch.set_num_threads(plan.threads)
-    s = resolve(plan)
-    nets = Networks(s)
-    bench = Bench(s, nets)
-    rows = []
-    todo = cases(s)
-    for case in tqdm(todo, desc="bench", unit="row", disable=not progress):
-        try:
-            rows.append(bench.measure(case))
-        except Exception as exc:
-            if not case.compiled:
-                raise
-            s.skipped.append(f"{case.model} {case.mode} N={case.people} batch {case.batch} "
-                             f"{case.dtype} compiled: {type(exc).__name__}: {exc}")
-    report = {
+def _report(s: Settings, bench: Bench, nets: Networks, rows: list[dict]) -> dict:
+    return {
         "device": str(s.device), "device_name": bench.name, "dtypes": list(s.dtypes),
         "input_size": list(s.size), "crop_size": list(s.crop), "config": str(s.config),
         "torch": torch.__version__, "torchvision": torchvision.__version__,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "threads": torch.get_num_threads(), "repeats": s.repeats, "warmup": s.warmup,
-        "notes": notes(s, nets), "skipped": s.skipped, "rows": rows,
+        "notes": notes(s, nets), "skipped": s.skipped, "failed": s.failed, "rows": rows,
         "ratios": ratio_rows(rows, reference_people(list(s.people))),
     }
-    write_report(report, Path(plan.out))
-    return report
+
+
+def run_benchmark(plan: BenchPlan, progress: bool = True) -> dict:
+    """Run the grid of ``plan``; ``bench.json`` and ``bench.md`` in ``plan.out`` are rewritten
+    after every row, so an interrupted run keeps what it measured. A row that raises is listed
+    under ``failed`` (eager) or ``skipped`` (compiled) and the run goes on."""
+    if plan.threads:
+        torch.set_num_threads(plan.threads)
+    s = resolve(plan)
+    nets = Networks(s)
+    bench = Bench(s, nets)
+    rows: list[dict] = []
+    for case in tqdm(cases(s), desc="bench", unit="row", disable=not progress):
+        try:
+            rows.append(bench.measure(case))
+        except Exception as exc:
+            where = s.skipped if case.compiled else s.failed
+            where.append(f"{case.model} {case.mode} N={case.people} batch {case.batch} {case.dtype}"
+                         f"{' compiled' if case.compiled else ''}: {type(exc).__name__}: {exc}")
+        write_report(_report(s, bench, nets, rows), Path(plan.out))
+    return _report(s, bench, nets, rows)

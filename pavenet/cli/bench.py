@@ -24,6 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=None,
                    help="batched size measured besides batch 1 (default: 8 on CUDA, none on CPU)")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile versions")
+    p.add_argument("--compile-only", action="store_true",
+                   help="measure the torch.compile versions only (no eager rows)")
+    p.add_argument("--compile-mode", default="default",
+                   choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+                   help="torch.compile mode of the compiled rows (reduce-overhead: CUDA graphs)")
     p.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"],
                    help="dtypes (bfloat16 = autocast, CUDA only; skipped with a note on CPU)")
     p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=None,
@@ -44,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
                      device=args.device, size=tuple(args.size) if args.size else None,
                      people=tuple(args.people) if args.people else None, repeats=args.repeats,
                      warmup=args.warmup, batch=args.batch, compile=args.compile,
+                     compile_only=args.compile_only, compile_mode=args.compile_mode,
                      dtypes=tuple(args.dtypes), crop=tuple(args.crop) if args.crop else None,
                      threads=args.threads, quick=args.quick)
     try:
@@ -59,5 +65,7 @@ def run(args: argparse.Namespace) -> int:
               f"{', compiled' if ratio['compile'] else ''}): {ratio['ratio_streaming']:.2f}x (streaming)")
     for skipped in report["skipped"]:
         print(f"skipped: {skipped}")
+    for failed in report["failed"]:
+        print(f"FAILED: {failed}", file=sys.stderr)
     print(f"wrote {Path(args.out) / 'bench.md'} and {Path(args.out) / 'bench.json'}")
-    return 0
+    return 1 if report["failed"] else 0

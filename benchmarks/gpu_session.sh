@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The GPU checks and timings of the speed work, sized for a short lease on one GPU.
+#
+# Usage: benchmarks/gpu_session.sh STAGE OUT_DIR
+#   check    CUDA tests (Triton parity, auto dispatch, bf16 module, fullgraph compile on CUDA),
+#            then the deformable-attention kernel timings (reference vs Triton)
+#   eager    pavenet bench, eager: bfloat16 for 1..50 people at batch 1 and 8, then float32
+#   compiled pavenet bench, torch.compile only (mode from COMPILE_MODE, default reduce-overhead)
+#   all      the three in order
+# Runs from the repository root with the python3 that has torch (no install needed: PYTHONPATH).
+# Every step has its own time limit, so one stuck step leaves the others' results; each writes
+# under OUT_DIR (log.txt and one folder per bench run).
+set -u
+stage=${1:?usage: gpu_session.sh check|eager|compiled|all OUT_DIR}
+out=${2:?usage: gpu_session.sh check|eager|compiled|all OUT_DIR}
+mkdir -p "$out"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+log=$out/log.txt
+py=${PYTHON:-python3}
+
+step() {  # step SECONDS NAME COMMAND...
+    local limit=$1 name=$2 start rc
+    shift 2
+    start=$(date +%s)
+    echo "=== $name (limit ${limit}s)" | tee -a "$log"
+    timeout "$limit" "$@" 2>&1 | tee -a "$log"
+    rc=${PIPESTATUS[0]}
+    echo "=== $name: rc $rc, $(( $(date +%s) - start )) s" | tee -a "$log"
+}
+
+check() {
+    step 20 environment bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version \
+        --format=csv,noheader; $py -c 'import torch, triton, torchvision; \
+        print(torch.__version__, triton.__version__, torchvision.__version__)'"
+    step 150 cuda-tests "$py" -m pytest -q -p no:cacheprovider -k cuda \
+        tests/test_deform_attn_triton.py tests/test_compile.py
+    step 75 deform-attn-kernels "$py" benchmarks/deform_attn_gpu.py --repeats 10 --warmup 3
+}
+
+eager() {
+    step 180 bench-bf16-eager "$py" -m pavenet bench --device cuda --people 1 3 5 10 20 50 \
+        --dtypes bfloat16 --batch 8 --repeats 10 --warmup 3 --out "$out/bf16"
+    step 90 bench-fp32-eager "$py" -m pavenet bench --device cuda --people 1 10 50 \
+        --dtypes float32 --batch 8 --repeats 10 --warmup 3 --out "$out/fp32"
+}
+
+compiled() {
+    step "${COMPILED_LIMIT:-240}" bench-bf16-compiled "$py" -m pavenet bench --device cuda \
+        --people 1 10 50 --dtypes bfloat16 --batch 8 --repeats 10 --warmup 3 --compile-only \
+        --compile-mode "${COMPILE_MODE:-reduce-overhead}" --out "$out/compiled"
+}
+
+case $stage in
+    check) check ;;
+    eager) eager ;;
+    compiled) compiled ;;
+    all) check; eager; compiled ;;
+    *) echo "unknown stage $stage (check, eager, compiled or all)" >&2; exit 2 ;;
+esac
