@@ -6,13 +6,14 @@
 #            then the deformable-attention kernel timings (reference vs Triton)
 #   eager    pavenet bench, eager: bfloat16 for 1..50 people at batch 1 and 8, then float32
 #   compiled pavenet bench, torch.compile only (mode from COMPILE_MODE, default reduce-overhead)
-#   all      the three in order
+#   batched  pavenet alone, compiled, batch 8 only (the batched frames/s), 1 person
+#   all      the four in order
 # Runs from the repository root with the python3 that has torch (no install needed: PYTHONPATH).
 # Every step has its own time limit, so one stuck step leaves the others' results; each writes
 # under OUT_DIR (log.txt and one folder per bench run).
 set -u
-stage=${1:?usage: gpu_session.sh check|eager|compiled|all OUT_DIR}
-out=${2:?usage: gpu_session.sh check|eager|compiled|all OUT_DIR}
+stage=${1:?usage: gpu_session.sh check|eager|compiled|batched|all OUT_DIR}
+out=${2:?usage: gpu_session.sh check|eager|compiled|batched|all OUT_DIR}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 log=$out/log.txt
@@ -50,10 +51,17 @@ compiled() {
         --compile-mode "${COMPILE_MODE:-reduce-overhead}" --out "$out/compiled"
 }
 
+batched() {
+    step "${BATCHED_LIMIT:-200}" bench-bf16-compiled-batch8 "$py" -m pavenet bench --device cuda \
+        --people 1 --dtypes bfloat16 --batch 8 --only-batch --models pavenet --repeats 10 \
+        --warmup 3 --compile-only --compile-mode "${COMPILE_MODE:-reduce-overhead}" --out "$out/batched"
+}
+
 case $stage in
     check) check ;;
     eager) eager ;;
     compiled) compiled ;;
-    all) check; eager; compiled ;;
-    *) echo "unknown stage $stage (check, eager, compiled or all)" >&2; exit 2 ;;
+    batched) batched ;;
+    all) check; eager; compiled; batched ;;
+    *) echo "unknown stage $stage (check, eager, compiled, batched or all)" >&2; exit 2 ;;
 esac

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from pavenet.bench.report import ratio_rows, reference_people, write_report
 from pavenet.bench.timing import achieved, count_flops, device_name, device_sync, peak_flops, time_callable
 from pavenet.bench.two_stage import CROP_SIZE, TwoStagePose
+from pavenet.infer.compiled import COMPILE_MODES, GRAPH_MODES, copy_outputs
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_PEOPLE = (1, 3, 5, 10, 20, 50)
@@ -40,8 +41,6 @@ QUICK_PEOPLE = (1, 3)
 QUICK_SIZE, QUICK_CROP = (64, 64), (64, 48)
 #: Fewest warm-up calls of a compiled row: compilation, then a possible recompile.
 COMPILED_WARMUP = 2
-#: ``torch.compile`` modes: "reduce-overhead" adds CUDA graphs (fewer launches at small batch).
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -56,6 +55,8 @@ class BenchPlan:
     repeats: Optional[int] = None
     warmup: Optional[int] = None
     batch: Optional[int] = None
+    only_batch: bool = False
+    models: tuple[str, ...] = ("pavenet", "pavenet_t1", "two_stage")
     compile: bool = False
     compile_only: bool = False
     compile_mode: str = "default"
@@ -80,6 +81,7 @@ class Settings:
     compile_modes: tuple[bool, ...]
     crop: tuple[int, int]
     compile_mode: str = "default"
+    models: tuple[str, ...] = ("pavenet", "pavenet_t1", "two_stage")
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
@@ -112,8 +114,12 @@ def resolve(plan: BenchPlan) -> Settings:
         size=tuple(size), people=tuple(plan.people or (QUICK_PEOPLE if plan.quick else DEFAULT_PEOPLE)),
         repeats=plan.repeats or (1 if plan.quick else 20 if cuda else 5),
         warmup=plan.warmup if plan.warmup is not None else (0 if plan.quick else 5 if cuda else 1),
-        batches=tuple(sorted({1, batch})), dtypes=(), compile_modes=((True,) if plan.compile_only else (False, True) if plan.compile else (False,)),
+        batches=(batch,) if plan.only_batch else tuple(sorted({1, batch})), dtypes=(), compile_modes=((True,) if plan.compile_only else (False, True) if plan.compile else (False,)),
         crop=tuple(plan.crop or (QUICK_CROP if plan.quick else CROP_SIZE)), compile_mode=plan.compile_mode)
+    unknown = set(plan.models) - {"pavenet", "pavenet_t1", "two_stage"}
+    if unknown or not plan.models:
+        raise ValueError(f"models must be among pavenet, pavenet_t1, two_stage, got {plan.models}")
+    s.models = tuple(plan.models)
     if plan.compile_mode not in COMPILE_MODES:
         raise ValueError(f"unknown compile mode {plan.compile_mode!r}, expected one of {COMPILE_MODES}")
     for dtype in plan.dtypes:
@@ -198,7 +204,7 @@ class Networks:
 def _streaming_memory(net: nn.Module, encode: Callable, clips: torch.Tensor) -> Callable:
     """A function encoding the newest frame of each clip and returning the clip memories, the
     other T-1 frames coming from a cache encoded once (clip order kept)."""
-    from pavenet.infer.estimator import cat_memories
+    from pavenet.model.encoder import FrameMemory
 
     b, t, _, h, w = clips.shape
     cached = net.encode(clips[:, :t - 1].flatten(0, 1), clips.new_zeros(b * (t - 1), h, w, dtype=torch.bool))
@@ -207,7 +213,7 @@ def _streaming_memory(net: nn.Module, encode: Callable, clips: torch.Tensor) -> 
     order = torch.cat([index, torch.arange(b, device=clips.device)[:, None] + b * (t - 1)], 1).flatten()
 
     def memory():
-        return cat_memories([cached, encode(clips[:, t - 1], new_mask)]).select(order)
+        return FrameMemory.cat([cached, encode(clips[:, t - 1], new_mask)]).select(order)
     return memory
 
 
@@ -225,20 +231,8 @@ def pavenet_step(nets: Networks, case: Case, frames: torch.Tensor) -> tuple[Call
 
         def memory():
             return encode(clips.flatten(0, 1), mask)
-    outputs = _cloned(decode(memory(), case.batch))
+    outputs = copy_outputs(decode(memory(), case.batch))
     return (lambda: nets.post(decode(memory(), case.batch), sizes)), (lambda: nets.post(outputs, sizes))
-
-
-def _cloned(outputs: Any) -> Any:
-    """A copy of a (nested dict / list of) tensor output that later calls cannot overwrite
-    (CUDA-graph outputs are reused by the next replay)."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs.clone()
-    if isinstance(outputs, dict):
-        return {k: _cloned(v) for k, v in outputs.items()}
-    if isinstance(outputs, (list, tuple)):
-        return type(outputs)(_cloned(v) for v in outputs)
-    return outputs
 
 
 def _autocast(s: Settings, dtype: str):
@@ -250,7 +244,7 @@ def _autocast(s: Settings, dtype: str):
 def _wrapped(fn: Callable, s: Settings, dtype: str, compiled: bool = False) -> Callable:
     """``fn`` under no_grad and the dtype's autocast; compiled calls of the CUDA-graph mode
     first mark a new step, so each call may overwrite the previous call's graph outputs."""
-    new_step = compiled and s.compile_mode == "reduce-overhead"
+    new_step = compiled and s.compile_mode in GRAPH_MODES
 
     def run():
         if new_step:
@@ -322,7 +316,8 @@ def cases(s: Settings) -> list[Case]:
                 for people in s.people:
                     for model, mode in (("pavenet", "streaming"), ("pavenet", "recompute"),
                                         ("pavenet_t1", "streaming"), ("two_stage", "per_frame")):
-                        out.append(Case(model, mode, people, batch, dtype, compiled))
+                        if model in s.models:
+                            out.append(Case(model, mode, people, batch, dtype, compiled))
     return out
 
 

@@ -24,10 +24,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=None,
                    help="batched size measured besides batch 1 (default: 8 on CUDA, none on CPU)")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile versions")
+    p.add_argument("--only-batch", action="store_true",
+                   help="measure the --batch size alone (not batch 1 as well)")
+    p.add_argument("--models", nargs="+", choices=["pavenet", "pavenet_t1", "two_stage"],
+                   default=["pavenet", "pavenet_t1", "two_stage"], help="models to measure (default: all)")
     p.add_argument("--compile-only", action="store_true",
                    help="measure the torch.compile versions only (no eager rows)")
     p.add_argument("--compile-mode", default="default",
-                   choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
                    help="torch.compile mode of the compiled rows (reduce-overhead: CUDA graphs)")
     p.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"],
                    help="dtypes (bfloat16 = autocast, CUDA only; skipped with a note on CPU)")
@@ -48,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     plan = BenchPlan(out=Path(args.out), config=Path(args.config) if args.config else None,
                      device=args.device, size=tuple(args.size) if args.size else None,
                      people=tuple(args.people) if args.people else None, repeats=args.repeats,
-                     warmup=args.warmup, batch=args.batch, compile=args.compile,
+                     warmup=args.warmup, batch=args.batch, compile=args.compile, only_batch=args.only_batch, models=tuple(args.models),
                      compile_only=args.compile_only, compile_mode=args.compile_mode,
                      dtypes=tuple(args.dtypes), crop=tuple(args.crop) if args.crop else None,
                      threads=args.threads, quick=args.quick)

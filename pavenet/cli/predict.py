@@ -27,6 +27,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="overlay: joints scoring below it are not drawn (default: 0.05)")
     p.add_argument("--smooth", action="store_true", help="One-Euro smoothing of the keypoints")
     p.add_argument("--no-cache", action="store_true", help="recompute the encoder for every window")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only; float32 elsewhere)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network (pytorch backend; the first windows of each input "
+                        "size pay the compilation)")
+    p.add_argument("--compile-mode", default="reduce-overhead",
+                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   help="torch.compile mode with --compile (default: reduce-overhead = CUDA graphs)")
     return p
 
 
@@ -60,9 +67,16 @@ def run(args: argparse.Namespace) -> int:
 
     sources, failures = resolve_inputs(args.inputs)
     failures = [str(e) for e in failures]
-    load = PoseEstimator.from_onnx if args.backend == "onnxruntime" else PoseEstimator.from_checkpoint
-    est = load(args.weights, device=args.device, cache=not args.no_cache,
-               smoothing=SmoothingConfig(enabled=True) if args.smooth else None)
+    options = {"cache": not args.no_cache,
+               "smoothing": SmoothingConfig(enabled=True) if args.smooth else None}
+    if args.backend == "onnxruntime":
+        if args.amp or args.compile:
+            print("error: --amp and --compile apply to the pytorch backend only", file=sys.stderr)
+            return 2
+        est = PoseEstimator.from_onnx(args.weights, device=args.device, **options)
+    else:
+        est = PoseEstimator.from_checkpoint(args.weights, device=args.device, amp=args.amp,
+                                            compile=args.compile_mode if args.compile else None, **options)
     for index, source in enumerate(tqdm(sources, desc="videos", unit="video")):
         try:
             for path in _predict_one(est, source, index, args):

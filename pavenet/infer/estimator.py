@@ -50,27 +50,24 @@ class FramePrediction:
         return np.stack([p.keypoints for p in self.people]), [p.track_id for p in self.people]
 
 
-def cat_memories(items: list[FrameMemory]) -> FrameMemory:
-    """Concatenate per-frame memories along the frame axis (same level layout required)."""
-    first = items[0]
-    return FrameMemory(
-        torch.cat([m.memory for m in items]), first.spatial_shapes, first.level_start_index,
-        torch.cat([m.valid_ratios for m in items]), torch.cat([m.padding_mask for m in items]),
-        first.shapes,
-    )
-
-
 class PoseEstimator:
     """Runs a trained network over clips and whole videos."""
 
     def __init__(self, model: torch.nn.Module, postprocessor: torch.nn.Module, short_side: int,
                  max_size: int, device: Optional[str | torch.device] = None,
                  linker: Optional[LinkerConfig] = None, smoothing: Optional[SmoothingConfig] = None,
-                 cache: bool = True, amp: bool = False, stride: int = 1):
+                 cache: bool = True, amp: bool = False, stride: int = 1,
+                 compile: Optional[str] = None):
+        """``amp``: bfloat16 autocast on CUDA. ``compile``: a ``torch.compile`` mode for the
+        network (:class:`pavenet.infer.compiled.CompiledNetwork`; "reduce-overhead" replays
+        CUDA graphs), None for eager."""
         from pavenet.engine.distributed import pick_device
+        from pavenet.infer.compiled import CompiledNetwork
 
         self.device = pick_device(str(device) if device is not None else None)
         self.model = model.to(self.device).eval()
+        if compile is not None:
+            self.model = CompiledNetwork(self.model, compile)
         self.postprocessor = postprocessor
         self.short_side, self.max_size = short_side, max_size
         self.linker_cfg = linker or LinkerConfig()
@@ -140,9 +137,9 @@ class PoseEstimator:
     @torch.no_grad()
     def decode_windows(self, windows: list[Window], orig_size: tuple[int, int]) -> list[list[dict]]:
         if self.cache:
-            memory = cat_memories([m for w in windows for m in w.items])
+            memory = FrameMemory.cat([m for w in windows for m in w.items])
         else:
-            memory = cat_memories(self.encode_frames(torch.cat([x for w in windows for x in w.items])))
+            memory = FrameMemory.cat(self.encode_frames(torch.cat([x for w in windows for x in w.items])))
         with self._autocast():
             outputs = self.model.decode(memory, len(windows))
         sizes = torch.tensor([orig_size] * len(windows), device=self.device)

@@ -36,6 +36,14 @@ class FrameMemory:
         return FrameMemory(self.memory[index], self.spatial_shapes, self.level_start_index,
                            self.valid_ratios[index], self.padding_mask[index], self.shapes)
 
+    @staticmethod
+    def cat(items: list["FrameMemory"]) -> "FrameMemory":
+        """Concatenate per-frame memories along the frame axis (same level layout required)."""
+        first = items[0]
+        return FrameMemory(torch.cat([m.memory for m in items]), first.spatial_shapes,
+                           first.level_start_index, torch.cat([m.valid_ratios for m in items]),
+                           torch.cat([m.padding_mask for m in items]), first.shapes)
+
 
 def flatten_levels(maps: list[Tensor], masks: list[Tensor], pos: list[Tensor],
                    level_embed: Tensor) -> tuple[Tensor, Tensor, Tensor, FrameMemory]:

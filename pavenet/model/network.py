@@ -112,12 +112,14 @@ def _gather(x: Tensor, index: Tensor) -> Tensor:
 
 def _scatter_outputs(base: dict[str, Tensor], joint: dict[str, Tensor],
                      index: Tensor) -> dict[str, Tensor]:
-    """Put the K joint-decoder rows into copies of the (B, Q, ...) pose-decoder outputs."""
+    """Put the K joint-decoder rows into copies of the (B, Q, ...) pose-decoder outputs (in the
+    wider of the two dtypes: under autocast one may be bfloat16 and the other float32)."""
     out = {}
     for key in PER_QUERY_KEYS:
-        src = joint[key]
+        dtype = torch.promote_types(base[key].dtype, joint[key].dtype)
+        src = joint[key].to(dtype)
         view = index.view(*index.shape, *([1] * (src.dim() - 2))).expand_as(src)
-        out[key] = base[key].scatter(1, view, src)
+        out[key] = base[key].to(dtype).scatter(1, view, src)
     query_mask = torch.zeros_like(base["logits"], dtype=torch.bool)
     out["query_mask"] = query_mask.scatter(1, index, True)
     return out
