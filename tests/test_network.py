@@ -332,3 +332,45 @@ def test_pose_position_encodes_the_key_frame_box_only():
     assert not torch.allclose(enc(moved), out, atol=1e-3)
     with pytest.raises(ValueError, match="divisible by 8"):
         PosePosition(12)
+
+
+@pytest.mark.parametrize("config", ["synthetic_tiny.yaml", "vepe_tiny.yaml"])
+def test_bfloat16_autocast_forward_and_training_step(config):
+    """Under bf16 autocast (``train.amp`` / ``predict --amp`` on CUDA; CPU autocast here) the
+    pose- and joint-decoder outputs differ in dtype: the network must merge them (it raised in
+    scatter before), stay close to float32, and give a finite loss and gradients."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_overfit import SIZE, synthetic_clip
+
+    from pavenet.data.clips import make_item
+    from pavenet.data.collate import collate
+    from pavenet.data.transforms import ClipParams
+    from pavenet.model import build
+
+    torch.manual_seed(0)
+    model, criterion, _ = build(load_config(f"configs/{config}"))
+    batch = collate([make_item(synthetic_clip(4), ClipParams(short_side=SIZE, max_size=SIZE))] * 2)
+    model.train()  # both passes in training mode (batch statistics), same dropout draws
+    torch.manual_seed(1)
+    with torch.no_grad():
+        expected = model(batch["frames"], batch["mask"])
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model(batch["frames"], batch["mask"])
+        loss = criterion(got, batch["targets"])["loss"].float()
+    for key in ("keypoints", "visibility", "sigma"):
+        assert got[key].shape == expected[key].shape and torch.isfinite(got[key]).all()
+    # per-token encoder proposals involve no top-k (the queries do: bf16 rounding may reorder
+    # near-tied random-init scores, so per-query outputs are not comparable)
+    got_enc, expected_enc = got["enc_outputs"], expected["enc_outputs"]
+    diff = (got_enc["keypoints"].float() - expected_enc["keypoints"]).abs().max().item()
+    assert diff < 0.02, diff
+    scale = expected_enc["logits"].abs().max().item()
+    assert (got_enc["logits"].float() - expected_enc["logits"]).abs().max().item() < 0.02 * scale
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert torch.isfinite(loss) and len(grads) > 10
+    assert all(torch.isfinite(g).all() for g in grads)
