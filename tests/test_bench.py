@@ -172,3 +172,7 @@ def test_compile_only_and_compile_modes_resolve():
     assert only.compile_modes == (True,) and only.compile_mode == "reduce-overhead"
     with pytest.raises(ValueError, match="compile mode"):
         resolve(BenchPlan(device="cpu", quick=True, compile_mode="fast"))
+    assert resolve(BenchPlan(device="cpu", quick=True, batch=4, only_batch=True)).batches == (4,)
+    assert resolve(BenchPlan(device="cpu", quick=True, batch=4)).batches == (1, 4)
+    with pytest.raises(ValueError, match="models must be among"):
+        resolve(BenchPlan(device="cpu", quick=True, models=("pavenet", "detr")))

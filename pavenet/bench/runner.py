@@ -39,6 +39,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_PEOPLE = (1, 3, 5, 10, 20, 50)
 QUICK_PEOPLE = (1, 3)
 QUICK_SIZE, QUICK_CROP = (64, 64), (64, 48)
+MODELS = ("pavenet", "pavenet_t1", "two_stage")
 #: Fewest warm-up calls of a compiled row: compilation, then a possible recompile.
 COMPILED_WARMUP = 2
 
@@ -56,7 +57,7 @@ class BenchPlan:
     warmup: Optional[int] = None
     batch: Optional[int] = None
     only_batch: bool = False
-    models: tuple[str, ...] = ("pavenet", "pavenet_t1", "two_stage")
+    models: tuple[str, ...] = MODELS
     compile: bool = False
     compile_only: bool = False
     compile_mode: str = "default"
@@ -81,7 +82,7 @@ class Settings:
     compile_modes: tuple[bool, ...]
     crop: tuple[int, int]
     compile_mode: str = "default"
-    models: tuple[str, ...] = ("pavenet", "pavenet_t1", "two_stage")
+    models: tuple[str, ...] = MODELS
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
@@ -107,21 +108,16 @@ def resolve(plan: BenchPlan) -> Settings:
     default_config = "pavenet_r50.yaml" if cuda and not plan.quick else "synthetic_tiny.yaml"
     size = plan.size or (QUICK_SIZE if plan.quick else (800, 1333) if cuda else (256, 256))
     batch = plan.batch if plan.batch is not None else (2 if plan.quick else 8 if cuda else 1)
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
+    _check_choices(plan, batch)
     s = Settings(
         device=device, config=Path(plan.config) if plan.config else CONFIG_DIR / default_config,
         size=tuple(size), people=tuple(plan.people or (QUICK_PEOPLE if plan.quick else DEFAULT_PEOPLE)),
         repeats=plan.repeats or (1 if plan.quick else 20 if cuda else 5),
         warmup=plan.warmup if plan.warmup is not None else (0 if plan.quick else 5 if cuda else 1),
-        batches=(batch,) if plan.only_batch else tuple(sorted({1, batch})), dtypes=(), compile_modes=((True,) if plan.compile_only else (False, True) if plan.compile else (False,)),
-        crop=tuple(plan.crop or (QUICK_CROP if plan.quick else CROP_SIZE)), compile_mode=plan.compile_mode)
-    unknown = set(plan.models) - {"pavenet", "pavenet_t1", "two_stage"}
-    if unknown or not plan.models:
-        raise ValueError(f"models must be among pavenet, pavenet_t1, two_stage, got {plan.models}")
-    s.models = tuple(plan.models)
-    if plan.compile_mode not in COMPILE_MODES:
-        raise ValueError(f"unknown compile mode {plan.compile_mode!r}, expected one of {COMPILE_MODES}")
+        batches=(batch,) if plan.only_batch else tuple(sorted({1, batch})), dtypes=(),
+        compile_modes=(True,) if plan.compile_only else (False, True) if plan.compile else (False,),
+        crop=tuple(plan.crop or (QUICK_CROP if plan.quick else CROP_SIZE)),
+        compile_mode=plan.compile_mode, models=tuple(plan.models))
     for dtype in plan.dtypes:
         if dtype not in ("float32", "bfloat16"):
             raise ValueError(f"unknown dtype {dtype!r} (float32 or bfloat16)")
@@ -134,6 +130,15 @@ def resolve(plan: BenchPlan) -> Settings:
     if min(s.people) < 1:
         raise ValueError(f"people counts must be >= 1, got {s.people}")
     return s
+
+
+def _check_choices(plan: BenchPlan, batch: int) -> None:
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if not plan.models or set(plan.models) - set(MODELS):
+        raise ValueError(f"models must be among {MODELS}, got {plan.models}")
+    if plan.compile_mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {plan.compile_mode!r}, expected one of {COMPILE_MODES}")
 
 
 def render_clip(num_people: int, num_frames: int, height: int, width: int, seed: int = 0) -> list[Image.Image]:

@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--only-batch", action="store_true",
                    help="measure the --batch size alone (not batch 1 as well)")
     p.add_argument("--models", nargs="+", choices=["pavenet", "pavenet_t1", "two_stage"],
-                   default=["pavenet", "pavenet_t1", "two_stage"], help="models to measure (default: all)")
+                   default=None, help="models to measure (default: all three)")
     p.add_argument("--compile-only", action="store_true",
                    help="measure the torch.compile versions only (no eager rows)")
     p.add_argument("--compile-mode", default="default",
@@ -47,12 +47,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pavenet.bench.runner import BenchPlan, resolve, run_benchmark
+    from pavenet.bench.runner import MODELS, BenchPlan, resolve, run_benchmark
 
     plan = BenchPlan(out=Path(args.out), config=Path(args.config) if args.config else None,
                      device=args.device, size=tuple(args.size) if args.size else None,
                      people=tuple(args.people) if args.people else None, repeats=args.repeats,
-                     warmup=args.warmup, batch=args.batch, compile=args.compile, only_batch=args.only_batch, models=tuple(args.models),
+                     warmup=args.warmup, batch=args.batch, compile=args.compile, only_batch=args.only_batch,
+                     models=tuple(args.models) if args.models else MODELS,
                      compile_only=args.compile_only, compile_mode=args.compile_mode,
                      dtypes=tuple(args.dtypes), crop=tuple(args.crop) if args.crop else None,
                      threads=args.threads, quick=args.quick)
