@@ -8,6 +8,9 @@ Commands:
     # GPU, published sizes: ResNet-50 pavenet at 800x1333, float32 and bf16, batch 1 and 8
     python benchmarks/two_stage_vs_pavenet.py --device cuda --out runs/bench_cuda
     python benchmarks/two_stage_vs_pavenet.py --device cuda --compile --out runs/bench_cuda_compile
+    # compiled rows only, with CUDA graphs (the mode of the README's H200 numbers)
+    python benchmarks/two_stage_vs_pavenet.py --device cuda --compile-only --compile-mode reduce-overhead \
+        --people 1 10 50 --dtypes bfloat16 --out runs/bench_cuda_graphs
 
     # CPU: the tiny config at 256x256 against the two-stage baseline at CPU-sized people counts
     nice -n 19 python benchmarks/two_stage_vs_pavenet.py --device cpu --threads 1 \\
