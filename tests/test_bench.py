@@ -120,7 +120,25 @@ def test_bench_cli_quick_on_cpu(tmp_path, capsys):
     assert report["ratios"] and report["ratios"][0]["people"] == 3
     markdown = (out / MARKDOWN_NAME).read_text()
     assert "| model | mode | people |" in markdown and "two_stage" in markdown
+    assert len(report["spread"]) == 4 and "Flatness in the number of people" in markdown
     assert not list(out.glob("*.tmp"))
+
+
+def test_spread_rows_by_hand():
+    from pavenet.bench.report import spread_rows
+
+    def row(model, people, ms, batch=1):
+        return {"model": model, "mode": "streaming", "dtype": "float32", "compile": False,
+                "batch": batch, "people": people, "ms_per_frame": ms}
+
+    rows = [row("pavenet", 50, 10.5), row("pavenet", 1, 10.0), row("pavenet", 10, 11.0),
+            row("two_stage", 1, 20.0), row("pavenet", 1, 4.0, batch=8)]
+    spread = spread_rows(rows)
+    assert len(spread) == 1  # two_stage and batch 8 have one people count each
+    got = spread[0]
+    assert got["people"] == "1-50" and got["min_ms"] == 10.0 and got["max_ms"] == 11.0
+    assert got["first_to_last_pct"] == pytest.approx(5.0)
+    assert got["spread_pct"] == pytest.approx(10.0)
 
 
 def test_bench_cli_reports_missing_cuda(tmp_path, capsys):

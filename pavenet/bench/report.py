@@ -24,7 +24,7 @@ ROW_KEYS = ("model", "mode", "people", "batch", "dtype", "compile", "median_ms",
             "post_ms", "note")
 REPORT_KEYS = ("device", "device_name", "dtypes", "input_size", "crop_size", "config", "torch",
                "torchvision", "date", "threads", "repeats", "warmup", "notes", "skipped", "failed",
-               "rows", "ratios")
+               "rows", "ratios", "spread")
 JSON_NAME, MARKDOWN_NAME = "bench.json", "bench.md"
 COLUMNS = (("model", "model"), ("mode", "mode"), ("people", "people"), ("batch", "batch"),
            ("dtype", "dtype"), ("compile", "compile"), ("median_ms", "median ms"),
@@ -59,6 +59,27 @@ def ratio_rows(rows: list[dict], people: int) -> list[dict]:
             "ratio_streaming": two["ms_per_frame"] / stream["ms_per_frame"],
             "ratio_recompute": two["ms_per_frame"] / recompute["ms_per_frame"] if recompute else None,
         })
+    return out
+
+
+def spread_rows(rows: list[dict]) -> list[dict]:
+    """How flat each model/mode is in the number of people: per (model, mode, dtype, compile,
+    batch) measured at two or more people counts, the fastest and slowest ms/frame, the change
+    from the fewest to the most people and the largest spread (slowest / fastest - 1), in %."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["mode"], r["dtype"], r["compile"], r["batch"]), []).append(r)
+    out = []
+    for (model, mode, dtype, compiled, batch), group in sorted(groups.items(), key=str):
+        if len({r["people"] for r in group}) < 2:
+            continue
+        group = sorted(group, key=lambda r: r["people"])
+        times = [r["ms_per_frame"] for r in group]
+        out.append({"model": model, "mode": mode, "dtype": dtype, "compile": compiled, "batch": batch,
+                    "people": f"{group[0]['people']}-{group[-1]['people']}",
+                    "min_ms": min(times), "max_ms": max(times),
+                    "first_to_last_pct": 100.0 * (times[-1] / times[0] - 1.0),
+                    "spread_pct": 100.0 * (max(times) / min(times) - 1.0)})
     return out
 
 
@@ -99,6 +120,12 @@ def markdown(report: dict) -> str:
             ("two_stage_ms", "two-stage ms/frame"), ("pavenet_streaming_ms", "pavenet streaming ms/frame"),
             ("ratio_streaming", "ratio (streaming)"), ("pavenet_recompute_ms", "pavenet recompute ms/frame"),
             ("ratio_recompute", "ratio (recompute)")))
+    if report.get("spread"):
+        lines += ["", "Flatness in the number of people (ms/frame):", ""]
+        lines += _table(report["spread"], (
+            ("model", "model"), ("mode", "mode"), ("dtype", "dtype"), ("compile", "compile"),
+            ("batch", "batch"), ("people", "people"), ("min_ms", "fastest"), ("max_ms", "slowest"),
+            ("first_to_last_pct", "fewest -> most people %"), ("spread_pct", "spread %")))
     lines += ["", "Notes:", ""] + [f"- {n}" for n in report["notes"]]
     if report["skipped"]:
         lines += ["", "Skipped:", ""] + [f"- {s}" for s in report["skipped"]]

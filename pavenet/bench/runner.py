@@ -30,7 +30,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from pavenet.bench.report import ratio_rows, reference_people, write_report
+from pavenet.bench.report import ratio_rows, reference_people, spread_rows, write_report
 from pavenet.bench.timing import achieved, count_flops, device_name, device_sync, peak_flops, time_callable
 from pavenet.bench.two_stage import CROP_SIZE, TwoStagePose
 from pavenet.infer.compiled import COMPILE_MODES, GRAPH_MODES, copy_outputs
@@ -362,7 +362,7 @@ def _report(s: Settings, bench: Bench, nets: Networks, rows: list[dict]) -> dict
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "threads": torch.get_num_threads(), "repeats": s.repeats, "warmup": s.warmup,
         "notes": notes(s, nets), "skipped": s.skipped, "failed": s.failed, "rows": rows,
-        "ratios": ratio_rows(rows, reference_people(list(s.people))),
+        "ratios": ratio_rows(rows, reference_people(list(s.people))), "spread": spread_rows(rows),
     }
 
 
