@@ -58,3 +58,19 @@ def test_base_inheritance_and_overrides(tmp_path):
     assert cfg.train.lr == pytest.approx(0.001)
     with pytest.raises(ConfigError, match="model.nope"):
         load_config(tmp_path / "child.yaml", ["model.nope=1"])
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "test", "export"])
+def test_repeated_set_options_accumulate(command):
+    from pavenet.cli import build_parser
+
+    config = ["configs/synthetic_tiny.yaml"]
+    extra = {"demo": [], "train": config, "test": [*config, "--weights", "w"], "export": [*config, "--weights", "w"]}
+    extra = extra[command]
+    parser = build_parser()
+    argv = [command, *extra, "--set", "a=1", "b=2", "--set", "c=3"]
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"pavenet {' '.join(argv)} did not parse")
+    assert args.set == ["a=1", "b=2", "c=3"]

@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--videos", type=int, default=48, help="synthetic training videos (default: 48)")
     p.add_argument("--val-videos", type=int, default=8, help="val and hard-val videos each (default: 8)")
     p.add_argument("--frames", type=int, default=40, help="frames per video (default: 40)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="config overrides")
     return p
 
 

@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="dynamic batch axis in the clip graph (the streaming pair always has one)")
     p.add_argument("--graphs", nargs="+", choices=["clip", "streaming"], default=["clip", "streaming"],
                    help="which graphs to write (default: both)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="config overrides")
     return p
 
 

@@ -9,7 +9,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("test", help="predict a PoseTrack-layout split and report mAP / MOTA")
     p.add_argument("config", help="YAML config the model was trained with")
     p.add_argument("--weights", required=True, help="checkpoint (model.safetensors, its folder or a run folder)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
     p.add_argument("--out", default=None, help="output folder (default: runs/test_<split>)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")

@@ -9,7 +9,7 @@ from pathlib import Path
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a YAML config (torchrun for several GPUs)")
     p.add_argument("config", help="YAML config, e.g. configs/synthetic_tiny.yaml")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config values with dotted keys, e.g. train.lr=1e-4")
     p.add_argument("--out", default=None, help="run directory (default: runs/<config name>)")
     p.add_argument("--resume", default=None, help="run directory or checkpoint to continue exactly")
