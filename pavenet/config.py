@@ -66,6 +66,9 @@ class ModelConfig:
     #: "learned": query position = learned embedding (published); "pose": plus an encoding of
     #: the current reference pose's box before every pose-decoder layer (convergence aid)
     query_pos: Literal["learned", "pose"] = "learned"
+    #: train a per-joint heatmap head on the finest encoder level (PETR's auxiliary heatmap
+    #: loss, training only; convergence aid; published PAVE-Net: off). Needs loss.weight_heatmap
+    heatmap_head: bool = False
     embed_dim: int = 128
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     vepe: VepeConfig = field(default_factory=VepeConfig)
@@ -95,6 +98,10 @@ class LossConfig:
     #: "binary": focal loss with target 1 (published); "oks": varifocal loss towards the OKS of
     #: the matched prediction (scores rank poses by quality; convergence aid)
     class_target: Literal["binary", "oks"] = "binary"
+    #: weight of the auxiliary heatmap loss (needs model.heatmap_head; 0 = off, published)
+    weight_heatmap: float = 0.0
+    #: standard deviation of the heatmap targets, in cells of the finest encoder level
+    heatmap_sigma: float = 1.0
 
 
 @dataclass

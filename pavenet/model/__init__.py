@@ -16,6 +16,8 @@ def build(cfg: Config) -> tuple[nn.Module, nn.Module, nn.Module]:
     from pavenet.model.network import build_model
     from pavenet.model.postprocess import build_postprocessor
 
+    if cfg.loss.weight_heatmap > 0 and not cfg.model.heatmap_head:
+        raise ValueError("loss.weight_heatmap > 0 needs model.heatmap_head: true")
     return build_model(cfg.model), build_criterion(cfg), build_postprocessor(cfg)
 
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pavenet.config import Config
+from pavenet.model.heatmap import centernet_focal_loss, heatmap_targets, valid_cells
 from pavenet.model.matcher import HungarianMatcher, Indices, build_matcher, supervision
 from pavenet.model.oks import oks, oks_sigmas
 from pavenet.model.rle import RLELoss
@@ -92,6 +93,9 @@ class SetCriterion(nn.Module):
         class_target: ``"binary"`` (focal loss, target 1 for matched queries; published) or
             ``"oks"`` (varifocal loss towards the detached OKS of the matched prediction, so the
             score ranks poses by quality; ``focal_alpha`` then weighs the negatives).
+        heatmap_weight, heatmap_sigma: weight of the auxiliary heatmap loss ``loss_heatmap``
+            on ``outputs["heatmap"]`` (0: off) and its target width in cells
+            (:mod:`pavenet.model.heatmap`).
     """
 
     def __init__(
@@ -105,12 +109,16 @@ class SetCriterion(nn.Module):
         sigmas: Optional[Sequence[float]] = None,
         enc_one_to_many: int = 1,
         class_target: str = "binary",
+        heatmap_weight: float = 0.0,
+        heatmap_sigma: float = 1.0,
     ) -> None:
         super().__init__()
         if keypoint_loss not in ("rle", "l1"):
             raise ValueError(f"keypoint_loss must be 'rle' or 'l1', got {keypoint_loss!r}")
         if class_target not in ("binary", "oks"):
             raise ValueError(f"class_target must be 'binary' or 'oks', got {class_target!r}")
+        if heatmap_weight < 0 or heatmap_sigma <= 0:
+            raise ValueError(f"need heatmap_weight >= 0 and heatmap_sigma > 0, got {heatmap_weight}, {heatmap_sigma}")
         unknown = set(weights) - {"loss_class", "loss_kpt", "loss_oks", "loss_vis", "loss_consistency"}
         if unknown:
             raise ValueError(f"unknown loss names in the weight dict: {sorted(unknown)}")
@@ -124,6 +132,7 @@ class SetCriterion(nn.Module):
         self.rle = RLELoss() if keypoint_loss == "rle" else None
         self.enc_one_to_many = enc_one_to_many
         self.class_target = class_target
+        self.heatmap_weight, self.heatmap_sigma = heatmap_weight, heatmap_sigma
 
     def _sigmas(self, like: Tensor) -> Tensor:
         return oks_sigmas(like.device, like.dtype, self.sigmas)
@@ -217,6 +226,22 @@ class SetCriterion(nn.Module):
         count = triplets.sum().float()
         return (hinge * triplets.to(hinge.dtype)).sum() / reduced_count(count)
 
+    def loss_heatmap(self, heat: dict, targets: list[dict]) -> Tensor:
+        """Focal loss of the auxiliary heatmaps over the labelled frames / annotated joints."""
+        logits = heat["logits"]
+        shape = tuple(logits.shape[-2:])
+        total, count = logits.new_zeros((), dtype=torch.float32), 0
+        for b, target in enumerate(targets):
+            sup = supervision(target, False)
+            ratios = heat["valid_ratios"][b].float()
+            joints = sup.joints.to(logits.device)
+            goal = heatmap_targets(target["keypoints"].float().to(logits.device), joints, ratios, shape,
+                                   self.heatmap_sigma)
+            weight = valid_cells(ratios, shape)[:, None] & sup.frames.to(logits.device)[:, None, None, None]
+            total = total + centernet_focal_loss(logits[b], goal, weight.to(torch.float32))
+            count += int(joints.sum())
+        return total / reduced_count(torch.tensor(float(count), device=logits.device))
+
     def layer_losses(self, out: dict, m: Matched, num_tracks: Tensor, valid: Optional[Tensor]) -> dict[str, Tensor]:
         """Unweighted losses of one output dict (only those with a non-zero weight and inputs)."""
         losses: dict[str, Tensor] = {}
@@ -260,6 +285,11 @@ class SetCriterion(nn.Module):
             m = self.gather(indices, targets, kf, device)
             for name, value in self.layer_losses(out, m, _num_tracks(targets, kf, device), valid).items():
                 result[name + suffix] = self.weights[name] * value
+        if self.heatmap_weight:
+            if "heatmap" not in outputs:
+                raise ValueError("criterion: loss.weight_heatmap > 0 but the outputs have no 'heatmap' "
+                                 "(model.heatmap_head off, or the model is in eval mode)")
+            result["loss_heatmap"] = self.heatmap_weight * self.loss_heatmap(outputs["heatmap"], targets)
         result["loss"] = torch.stack(list(result.values())).sum() if result else outputs["keypoints"].sum() * 0.0
         return result
 
@@ -294,4 +324,5 @@ def build_criterion(cfg: Config) -> SetCriterion:
     matcher = build_matcher(cfg.matcher, loss.focal_alpha, loss.focal_gamma)
     return SetCriterion(matcher, weights, loss.keypoint_loss, loss.focal_alpha, loss.focal_gamma,
                         loss.consistency_margin, enc_one_to_many=loss.enc_one_to_many,
-                        class_target=loss.class_target)
+                        class_target=loss.class_target, heatmap_weight=loss.weight_heatmap,
+                        heatmap_sigma=loss.heatmap_sigma)

@@ -11,6 +11,7 @@ from ..config import ModelConfig
 from .backbone import Backbone, ChannelMapper
 from .encoder import EncoderLayer, FrameMemory, SpatialEncoder, flatten_levels
 from .heads import PoseHeads
+from .heatmap import HeatmapHead
 from .joint_decoder import JointDecoder, JointDecoderLayer, JointHeads
 from .pose_decoder import PoseDecoder, PoseDecoderLayer, PosePosition
 from .position_encoding import PositionEmbeddingSine
@@ -41,6 +42,8 @@ class PAVENet(nn.Module):
     - ``enc_outputs``: key-frame proposals, ``logits`` (B, S), ``keypoints`` and ``sigma``
       (B, S, T, J, 2) (the key-frame proposal repeated over T), ``token_mask`` (B, S) bool
       True on real tokens.
+    - ``heatmap`` (training only, when built with a heatmap head): ``logits`` (B, T, J, H, W)
+      per-joint heatmap logits on the finest encoder level and ``valid_ratios`` (B, T, 2).
 
     The key frame is index T // 2. ``encode`` and ``decode`` split the work so that video
     inference can encode each frame once and decode many overlapping clips.
@@ -49,7 +52,7 @@ class PAVENet(nn.Module):
     def __init__(self, backbone: nn.Module, mapper: ChannelMapper, encoder: SpatialEncoder,
                  query_init: QueryInit, pose_decoder: PoseDecoder, joint_decoder: JointDecoder,
                  d_model: int, num_levels: int, num_frames: int, num_kept: int,
-                 embed_dim: int) -> None:
+                 embed_dim: int, heatmap_head: Optional[HeatmapHead] = None) -> None:
         super().__init__()
         self.backbone, self.mapper, self.encoder = backbone, mapper, encoder
         self.position = PositionEmbeddingSine(d_model // 2)
@@ -59,6 +62,7 @@ class PAVENet(nn.Module):
         self.embed = nn.Linear(d_model, embed_dim)
         self.num_frames, self.num_kept = num_frames, num_kept
         self.key_frame = num_frames // 2
+        self.heatmap_head = heatmap_head
 
     def encode(self, images: Tensor, mask: Tensor) -> FrameMemory:
         """Backbone, channel mapper and spatial encoder of N independent frames.
@@ -101,7 +105,11 @@ class PAVENet(nn.Module):
         if t != self.num_frames:
             raise ValueError(f"the model was built for {self.num_frames} frames, got {t}")
         frame_mask = mask[:, None].expand(-1, t, -1, -1).flatten(0, 1)
-        return self.decode(self.encode(frames.flatten(0, 1), frame_mask), b)
+        memory = self.encode(frames.flatten(0, 1), frame_mask)
+        outputs = self.decode(memory, b)
+        if self.heatmap_head is not None and self.training:
+            outputs["heatmap"] = self.heatmap_head(memory, b)
+        return outputs
 
 
 def _gather(x: Tensor, index: Tensor) -> Tensor:
@@ -143,6 +151,8 @@ def pose_position(cfg: ModelConfig) -> Optional[PosePosition]:
 def build_model(cfg: ModelConfig) -> PAVENet:
     """Build PAVE-Net from a :class:`ModelConfig` (no weights are downloaded)."""
     if cfg.arch == "vepe":
+        if cfg.heatmap_head:
+            raise ValueError("model.heatmap_head is implemented for PAVE-Net, not VEPE")
         from pavenet.model.vepe.network import build_vepe
         return build_vepe(cfg)
     if cfg.arch != "pavenet":
@@ -173,4 +183,5 @@ def build_model(cfg: ModelConfig) -> PAVENet:
                                  cfg.pose_dec_layers, pose_position(cfg)),
         joint_decoder=JointDecoder(joint_layer, JointHeads(d, t), d, j, cfg.joint_dec_layers),
         d_model=d, num_levels=levels, num_frames=t,
-        num_kept=min(cfg.num_kept, cfg.num_queries), embed_dim=cfg.embed_dim)
+        num_kept=min(cfg.num_kept, cfg.num_queries), embed_dim=cfg.embed_dim,
+        heatmap_head=HeatmapHead(d, j) if cfg.heatmap_head else None)
