@@ -30,16 +30,17 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
+from pavenet.bench import MODELS
 from pavenet.bench.report import ratio_rows, reference_people, spread_rows, write_report
 from pavenet.bench.timing import achieved, count_flops, device_name, device_sync, peak_flops, time_callable
 from pavenet.bench.two_stage import CROP_SIZE, TwoStagePose
-from pavenet.infer.compiled import COMPILE_MODES, GRAPH_MODES, copy_outputs
+from pavenet.infer import GRAPH_MODES, check_compile_mode
+from pavenet.infer.compiled import copy_outputs
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_PEOPLE = (1, 3, 5, 10, 20, 50)
 QUICK_PEOPLE = (1, 3)
 QUICK_SIZE, QUICK_CROP = (64, 64), (64, 48)
-MODELS = ("pavenet", "pavenet_t1", "two_stage")
 #: Fewest warm-up calls of a compiled row: compilation, then a possible recompile.
 COMPILED_WARMUP = 2
 
@@ -137,8 +138,7 @@ def _check_choices(plan: BenchPlan, batch: int) -> None:
         raise ValueError(f"batch must be >= 1, got {batch}")
     if not plan.models or set(plan.models) - set(MODELS):
         raise ValueError(f"models must be among {MODELS}, got {plan.models}")
-    if plan.compile_mode not in COMPILE_MODES:
-        raise ValueError(f"unknown compile mode {plan.compile_mode!r}, expected one of {COMPILE_MODES}")
+    check_compile_mode(plan.compile_mode)
 
 
 def render_clip(num_people: int, num_frames: int, height: int, width: int, seed: int = 0) -> list[Image.Image]:
@@ -376,6 +376,7 @@ def run_benchmark(plan: BenchPlan, progress: bool = True) -> dict:
     nets = Networks(s)
     bench = Bench(s, nets)
     rows: list[dict] = []
+    report = _report(s, bench, nets, rows)
     for case in tqdm(cases(s), desc="bench", unit="row", disable=not progress):
         try:
             rows.append(bench.measure(case))

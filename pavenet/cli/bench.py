@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pavenet.bench import MODELS
+from pavenet.infer import COMPILE_MODES
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="speed benchmark: pavenet vs a two-stage detector + top-down pipeline")
@@ -26,12 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="also measure torch.compile versions")
     p.add_argument("--only-batch", action="store_true",
                    help="measure the --batch size alone (not batch 1 as well)")
-    p.add_argument("--models", nargs="+", choices=["pavenet", "pavenet_t1", "two_stage"],
+    p.add_argument("--models", nargs="+", choices=MODELS,
                    default=None, help="models to measure (default: all three)")
     p.add_argument("--compile-only", action="store_true",
                    help="measure the torch.compile versions only (no eager rows)")
     p.add_argument("--compile-mode", default="default",
-                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   choices=COMPILE_MODES,
                    help="torch.compile mode of the compiled rows (reduce-overhead: CUDA graphs)")
     p.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"],
                    help="dtypes (bfloat16 = autocast, CUDA only; skipped with a note on CPU)")
@@ -47,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pavenet.bench.runner import MODELS, BenchPlan, resolve, run_benchmark
+    from pavenet.bench.runner import BenchPlan, resolve, run_benchmark
 
     plan = BenchPlan(out=Path(args.out), config=Path(args.config) if args.config else None,
                      device=args.device, size=tuple(args.size) if args.size else None,

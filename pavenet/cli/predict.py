@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from pavenet.infer import COMPILE_MODES
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="tracked poses (JSON/CSV) and overlay videos for videos or frame folders")
@@ -32,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="torch.compile the network (pytorch backend; the first windows of each input "
                         "size pay the compilation)")
     p.add_argument("--compile-mode", default="reduce-overhead",
-                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   choices=COMPILE_MODES,
                    help="torch.compile mode with --compile (default: reduce-overhead = CUDA graphs)")
     return p
 

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-#: ``torch.compile`` modes; the ones in :data:`GRAPH_MODES` replay CUDA graphs.
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-GRAPH_MODES = ("reduce-overhead", "max-autotune")
+from pavenet.infer import COMPILE_MODES, GRAPH_MODES, check_compile_mode
+
+__all__ = ["COMPILE_MODES", "GRAPH_MODES", "CompiledNetwork", "copy_outputs"]
 
 
 def copy_outputs(outputs: Any) -> Any:
@@ -50,8 +50,7 @@ class CompiledNetwork(nn.Module):
 
     def __init__(self, model: nn.Module, mode: str = "default", backend: str = "inductor") -> None:
         super().__init__()
-        if mode not in COMPILE_MODES:
-            raise ValueError(f"unknown compile mode {mode!r}, expected one of {COMPILE_MODES}")
+        check_compile_mode(mode)
         self.model = model
         self.num_frames = int(model.num_frames)
         self.graphs = backend == "inductor" and mode in GRAPH_MODES
