@@ -194,3 +194,12 @@ def test_compile_only_and_compile_modes_resolve():
     assert resolve(BenchPlan(device="cpu", quick=True, batch=4)).batches == (1, 4)
     with pytest.raises(ValueError, match="models must be among"):
         resolve(BenchPlan(device="cpu", quick=True, models=("pavenet", "detr")))
+
+
+def test_returned_report_is_the_written_one(tmp_path):
+    from pavenet.bench.runner import BenchPlan, run_benchmark
+
+    report = run_benchmark(BenchPlan(out=tmp_path, device="cpu", quick=True, people=(1,), models=("pavenet_t1",),
+                                     dtypes=("float32",)), progress=False)
+    assert len(report["rows"]) == 2  # batch 1 and the quick batch 2
+    assert json.loads(json.dumps(report)) == json.loads((tmp_path / JSON_NAME).read_text())

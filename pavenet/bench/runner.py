@@ -384,5 +384,6 @@ def run_benchmark(plan: BenchPlan, progress: bool = True) -> dict:
             where = s.skipped if case.compiled else s.failed
             where.append(f"{case.model} {case.mode} N={case.people} batch {case.batch} {case.dtype}"
                          f"{' compiled' if case.compiled else ''}: {type(exc).__name__}: {exc}")
-        write_report(_report(s, bench, nets, rows), Path(plan.out))
-    return _report(s, bench, nets, rows)
+        report = _report(s, bench, nets, rows)
+        write_report(report, Path(plan.out))
+    return report
