@@ -12,7 +12,7 @@ from pavenet.config import load_config
 from pavenet.model import build
 from pavenet.model.criterion import SetCriterion
 from pavenet.model.encoder import FrameMemory
-from pavenet.model.heatmap import HeatmapHead, centernet_focal_loss, heatmap_targets, valid_cells
+from pavenet.model.heatmap import HeatmapHead, centernet_focal_loss, heatmap_targets
 from pavenet.model.matcher import HungarianMatcher
 from pavenet.model.network import build_model
 
@@ -75,14 +75,6 @@ def test_targets_match_brute_force() -> None:
     assert empty.shape == (2, 4, 5, 7) and empty.abs().sum() == 0
 
 
-def test_valid_cells() -> None:
-    cells = valid_cells(torch.tensor([[0.5, 0.75], [1.0, 1.0]]), (4, 8))
-    expected = torch.zeros(2, 4, 8, dtype=torch.bool)
-    expected[0, :3, :4] = True
-    expected[1] = True
-    assert torch.equal(cells, expected)
-
-
 def test_focal_loss_matches_brute_force_and_respects_weights() -> None:
     gen = torch.Generator().manual_seed(1)
     logits = torch.randn(2, 3, 4, generator=gen) * 3
@@ -102,10 +94,14 @@ def test_head_reads_the_finest_level_in_clip_order() -> None:
     shapes = ((2, 3), (1, 2))
     memory = torch.randn(4, 6 + 2, 8)  # 2 clips x 2 frames
     ratios = torch.rand(4, 2, 2)
-    mem = FrameMemory(memory, torch.tensor(shapes), torch.tensor([0, 6]), ratios,
-                      torch.zeros(4, 8, dtype=torch.bool), shapes)
+    padding = torch.zeros(4, 8, dtype=torch.bool)
+    padding[3, [2, 5, 7]] = True  # frame 3: cells (0, 2) and (1, 2) of level 0, one level-1 token
+    mem = FrameMemory(memory, torch.tensor(shapes), torch.tensor([0, 6]), ratios, padding, shapes)
     out = head(mem, batch=2)
     assert out["logits"].shape == (2, 2, 3, 2, 3)
+    expected = torch.zeros(2, 2, 2, 3, dtype=torch.bool)
+    expected[1, 1, :, 2] = True
+    assert torch.equal(out["padding"], expected)
     frame, y, x = 3, 1, 2  # clip 1, frame 1
     torch.testing.assert_close(out["logits"][1, 1, :, y, x], head.mlp(memory[frame, y * 3 + x]))
     torch.testing.assert_close(out["valid_ratios"][1, 1], ratios[frame, 0])
@@ -116,15 +112,20 @@ def test_criterion_heatmap_term_is_the_focal_loss_over_annotated_joints() -> Non
     targets = [random_target(2, 3, 15, gen), random_target(1, 3, 15, gen)]
     outputs = random_outputs(2, 5, 3, 15, gen)
     ratios = torch.tensor([1.0, 0.5]).expand(2, 3, 2).clone()
-    outputs["heatmap"] = {"logits": torch.randn(2, 3, 15, 4, 6, generator=gen), "valid_ratios": ratios}
-    crit = SetCriterion(HungarianMatcher(), {"loss_kpt": 1.0}, "l1", heatmap_weight=3.0, heatmap_sigma=1.0)
+    padding = torch.zeros(2, 3, 4, 6, dtype=torch.bool)
+    padding[:, :, 2:] = True  # the unpadded half of the rows (y ratio 0.5)
+    outputs["heatmap"] = {"logits": torch.randn(2, 3, 15, 4, 6, generator=gen), "valid_ratios": ratios,
+                          "padding": padding}
+    crit = SetCriterion(HungarianMatcher(), {"loss_kpt": 1.0, "loss_heatmap": 3.0}, "l1", heatmap_sigma=1.0)
     got = crit(outputs, targets)["loss_heatmap"]
     total, count = 0.0, 0
     for b, target in enumerate(targets):
         frames = target["labeled"]
         joints = target["visible"] & target["present"][..., None] & frames[None, :, None]
         goal = brute_targets(target["keypoints"], joints, ratios[b], (4, 6), 1.0)
-        weight = valid_cells(ratios[b], (4, 6))[:, None].expand(-1, 15, -1, -1) & frames[:, None, None, None]
+        weight = torch.zeros(3, 15, 4, 6, dtype=torch.bool)
+        weight[:, :, :2] = True
+        weight &= frames[:, None, None, None]
         total += brute_focal(outputs["heatmap"]["logits"][b], goal, weight.double())
         count += int(joints.sum())
     assert got.item() == pytest.approx(3.0 * total / count, rel=1e-5)
@@ -132,7 +133,7 @@ def test_criterion_heatmap_term_is_the_focal_loss_over_annotated_joints() -> Non
 
 def test_missing_heatmap_and_bad_settings_are_errors() -> None:
     gen = torch.Generator().manual_seed(3)
-    crit = SetCriterion(HungarianMatcher(), {"loss_kpt": 1.0}, "l1", heatmap_weight=1.0)
+    crit = SetCriterion(HungarianMatcher(), {"loss_kpt": 1.0, "loss_heatmap": 1.0}, "l1")
     with pytest.raises(ValueError, match="heatmap"):
         crit(random_outputs(1, 4, 3, 15, gen), [random_target(1, 3, 15, gen)])
     with pytest.raises(ValueError, match="heatmap_sigma"):
@@ -155,6 +156,9 @@ def test_model_emits_heatmaps_in_training_only_and_the_loss_trains_the_encoder()
     assert out["heatmap"]["logits"].shape == (2, 3, 15, h, w)
     torch.testing.assert_close(out["heatmap"]["valid_ratios"][1, 0], torch.tensor([64 / 96, 1.0]),
                                atol=1.0 / w, rtol=0)
+    padding = out["heatmap"]["padding"]
+    assert padding.shape == (2, 3, h, w) and not padding[0].any() and not padding[1, :, :, 0].any()
+    assert padding[1, :, :, -1].all()
     gen = torch.Generator().manual_seed(4)
     loss = crit(out, [random_target(2, 3, 15, gen), random_target(1, 3, 15, gen)])["loss_heatmap"]
     loss.backward()

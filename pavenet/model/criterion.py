@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pavenet.config import Config
-from pavenet.model.heatmap import centernet_focal_loss, heatmap_targets, valid_cells
+from pavenet.model.heatmap import centernet_focal_loss, heatmap_targets
 from pavenet.model.matcher import HungarianMatcher, Indices, build_matcher, supervision
 from pavenet.model.oks import oks, oks_sigmas
 from pavenet.model.rle import RLELoss
@@ -83,7 +83,9 @@ class SetCriterion(nn.Module):
     Args:
         matcher: the Hungarian matcher (its mode also selects the supervised frames).
         weights: loss name -> weight; names ``loss_class``, ``loss_kpt``, ``loss_oks``,
-            ``loss_vis``, ``loss_consistency``. Terms with weight 0 are not computed.
+            ``loss_vis``, ``loss_consistency`` (per output dict) and ``loss_heatmap`` (the
+            auxiliary heatmaps in ``outputs["heatmap"]``, :mod:`pavenet.model.heatmap`). Terms
+            with weight 0 are not computed.
         keypoint_loss: ``"rle"`` or ``"l1"``, the loss behind ``loss_kpt``.
         focal_alpha, focal_gamma: focal classification loss parameters.
         consistency_margin: triplet margin of the instance consistency loss (cosine distance).
@@ -93,9 +95,7 @@ class SetCriterion(nn.Module):
         class_target: ``"binary"`` (focal loss, target 1 for matched queries; published) or
             ``"oks"`` (varifocal loss towards the detached OKS of the matched prediction, so the
             score ranks poses by quality; ``focal_alpha`` then weighs the negatives).
-        heatmap_weight, heatmap_sigma: weight of the auxiliary heatmap loss ``loss_heatmap``
-            on ``outputs["heatmap"]`` (0: off) and its target width in cells
-            (:mod:`pavenet.model.heatmap`).
+        heatmap_sigma: width of the heatmap targets, in cells.
     """
 
     def __init__(
@@ -109,7 +109,6 @@ class SetCriterion(nn.Module):
         sigmas: Optional[Sequence[float]] = None,
         enc_one_to_many: int = 1,
         class_target: str = "binary",
-        heatmap_weight: float = 0.0,
         heatmap_sigma: float = 1.0,
     ) -> None:
         super().__init__()
@@ -117,9 +116,10 @@ class SetCriterion(nn.Module):
             raise ValueError(f"keypoint_loss must be 'rle' or 'l1', got {keypoint_loss!r}")
         if class_target not in ("binary", "oks"):
             raise ValueError(f"class_target must be 'binary' or 'oks', got {class_target!r}")
-        if heatmap_weight < 0 or heatmap_sigma <= 0:
-            raise ValueError(f"need heatmap_weight >= 0 and heatmap_sigma > 0, got {heatmap_weight}, {heatmap_sigma}")
-        unknown = set(weights) - {"loss_class", "loss_kpt", "loss_oks", "loss_vis", "loss_consistency"}
+        if heatmap_sigma <= 0:
+            raise ValueError(f"heatmap_sigma must be > 0, got {heatmap_sigma}")
+        unknown = set(weights) - {"loss_class", "loss_kpt", "loss_oks", "loss_vis", "loss_consistency",
+                                  "loss_heatmap"}
         if unknown:
             raise ValueError(f"unknown loss names in the weight dict: {sorted(unknown)}")
         self.matcher = matcher
@@ -132,7 +132,7 @@ class SetCriterion(nn.Module):
         self.rle = RLELoss() if keypoint_loss == "rle" else None
         self.enc_one_to_many = enc_one_to_many
         self.class_target = class_target
-        self.heatmap_weight, self.heatmap_sigma = heatmap_weight, heatmap_sigma
+        self.heatmap_sigma = heatmap_sigma
 
     def _sigmas(self, like: Tensor) -> Tensor:
         return oks_sigmas(like.device, like.dtype, self.sigmas)
@@ -237,7 +237,7 @@ class SetCriterion(nn.Module):
             joints = sup.joints.to(logits.device)
             goal = heatmap_targets(target["keypoints"].float().to(logits.device), joints, ratios, shape,
                                    self.heatmap_sigma)
-            weight = valid_cells(ratios, shape)[:, None] & sup.frames.to(logits.device)[:, None, None, None]
+            weight = ~heat["padding"][b][:, None] & sup.frames.to(logits.device)[:, None, None, None]
             total = total + centernet_focal_loss(logits[b], goal, weight.to(torch.float32))
             count += int(joints.sum())
         return total / reduced_count(torch.tensor(float(count), device=logits.device))
@@ -285,11 +285,11 @@ class SetCriterion(nn.Module):
             m = self.gather(indices, targets, kf, device)
             for name, value in self.layer_losses(out, m, _num_tracks(targets, kf, device), valid).items():
                 result[name + suffix] = self.weights[name] * value
-        if self.heatmap_weight:
+        if self.weights.get("loss_heatmap", 0):
             if "heatmap" not in outputs:
                 raise ValueError("criterion: loss.weight_heatmap > 0 but the outputs have no 'heatmap' "
                                  "(model.heatmap_head off, or the model is in eval mode)")
-            result["loss_heatmap"] = self.heatmap_weight * self.loss_heatmap(outputs["heatmap"], targets)
+            result["loss_heatmap"] = self.weights["loss_heatmap"] * self.loss_heatmap(outputs["heatmap"], targets)
         result["loss"] = torch.stack(list(result.values())).sum() if result else outputs["keypoints"].sum() * 0.0
         return result
 
@@ -320,9 +320,9 @@ def build_criterion(cfg: Config) -> SetCriterion:
         "loss_oks": loss.weight_oks,
         "loss_vis": loss.weight_visibility,
         "loss_consistency": loss.weight_consistency,
+        "loss_heatmap": loss.weight_heatmap,
     }
     matcher = build_matcher(cfg.matcher, loss.focal_alpha, loss.focal_gamma)
     return SetCriterion(matcher, weights, loss.keypoint_loss, loss.focal_alpha, loss.focal_gamma,
                         loss.consistency_margin, enc_one_to_many=loss.enc_one_to_many,
-                        class_target=loss.class_target, heatmap_weight=loss.weight_heatmap,
-                        heatmap_sigma=loss.heatmap_sigma)
+                        class_target=loss.class_target, heatmap_sigma=loss.heatmap_sigma)

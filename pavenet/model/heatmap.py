@@ -24,8 +24,9 @@ class HeatmapHead(nn.Module):
     """Joint heatmap logits from the finest-level tokens of the encoder memory.
 
     ``forward(memory, batch)`` takes a :class:`~pavenet.model.encoder.FrameMemory` of
-    ``batch`` clips (B*T frames in clip order) and returns ``logits`` (B, T, J, H, W) and
-    ``valid_ratios`` (B, T, 2), the unpadded fraction (x, y) of the map.
+    ``batch`` clips (B*T frames in clip order) and returns ``logits`` (B, T, J, H, W),
+    ``valid_ratios`` (B, T, 2), the unpadded fraction (x, y) of the map, and ``padding``
+    (B, T, H, W) bool, True on padding cells (the memory's own mask of that level).
     """
 
     def __init__(self, d_model: int, num_joints: int) -> None:
@@ -38,7 +39,8 @@ class HeatmapHead(nn.Module):
         tokens = memory.memory[:, : h * w]
         logits = self.mlp(tokens).transpose(1, 2).unflatten(-1, (h, w))
         return {"logits": logits.unflatten(0, (batch, -1)),
-                "valid_ratios": memory.valid_ratios[:, 0].unflatten(0, (batch, -1))}
+                "valid_ratios": memory.valid_ratios[:, 0].unflatten(0, (batch, -1)),
+                "padding": memory.padding_mask[:, : h * w].unflatten(1, (h, w)).unflatten(0, (batch, -1))}
 
 
 def heatmap_targets(keypoints: Tensor, joints: Tensor, valid_ratios: Tensor,
@@ -67,14 +69,6 @@ def heatmap_targets(keypoints: Tensor, joints: Tensor, valid_ratios: Tensor,
     gauss = torch.exp(-(dy[..., :, None] + dx[..., None, :]) / (2.0 * sigma ** 2))
     gauss = gauss * inside[..., None, None].to(gauss.dtype)
     return torch.maximum(out, gauss.amax(0))
-
-
-def valid_cells(valid_ratios: Tensor, shape: tuple[int, int]) -> Tensor:
-    """(N, H, W) bool, True on the cells of the unpadded region, from (N, 2) ratios."""
-    h, w = shape
-    rows = torch.arange(h, device=valid_ratios.device) < torch.round(valid_ratios[:, 1:2] * h)
-    cols = torch.arange(w, device=valid_ratios.device) < torch.round(valid_ratios[:, 0:1] * w)
-    return rows[:, :, None] & cols[:, None, :]
 
 
 def centernet_focal_loss(logits: Tensor, target: Tensor, weight: Tensor) -> Tensor:

@@ -43,7 +43,8 @@ class PAVENet(nn.Module):
       (B, S, T, J, 2) (the key-frame proposal repeated over T), ``token_mask`` (B, S) bool
       True on real tokens.
     - ``heatmap`` (training only, when built with a heatmap head): ``logits`` (B, T, J, H, W)
-      per-joint heatmap logits on the finest encoder level and ``valid_ratios`` (B, T, 2).
+      per-joint heatmap logits on the finest encoder level, ``valid_ratios`` (B, T, 2) and
+      ``padding`` (B, T, H, W) bool (see :class:`pavenet.model.heatmap.HeatmapHead`).
 
     The key frame is index T // 2. ``encode`` and ``decode`` split the work so that video
     inference can encode each frame once and decode many overlapping clips.
