@@ -5,9 +5,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_overfit import SIZE, synthetic_clip
 from torch import nn
 
 from pavenet.config import load_config
+from pavenet.data.clips import make_item
+from pavenet.data.collate import collate
+from pavenet.data.transforms import ClipParams
+from pavenet.model import build
 from pavenet.model.encoder import FrameMemory
 from pavenet.model.network import build_model
 from pavenet.model.pose_attention import FrameDeformAttn
@@ -339,17 +344,6 @@ def test_bfloat16_autocast_forward_and_training_step(config):
     """Under bf16 autocast (``train.amp`` / ``predict --amp`` on CUDA; CPU autocast here) the
     pose- and joint-decoder outputs differ in dtype: the network must merge them (it raised in
     scatter before), stay close to float32, and give a finite loss and gradients."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_overfit import SIZE, synthetic_clip
-
-    from pavenet.data.clips import make_item
-    from pavenet.data.collate import collate
-    from pavenet.data.transforms import ClipParams
-    from pavenet.model import build
-
     torch.manual_seed(0)
     model, criterion, _ = build(load_config(f"configs/{config}"))
     batch = collate([make_item(synthetic_clip(4), ClipParams(short_side=SIZE, max_size=SIZE))] * 2)
