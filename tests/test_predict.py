@@ -110,3 +110,18 @@ def test_predict_cli_writes_every_format_and_a_rendered_video(tiny, video, tmp_p
     result = evaluate_posetrack(gt_dir, pred_dir)
     assert result["ap"]["total"] == pytest.approx(100.0)
     assert result["mota"]["total"] == pytest.approx(100.0)
+
+
+def test_predict_cli_names_a_corrupt_input_once_and_keeps_going(tiny, video, tmp_path, capsys):
+    cfg, model, _ = tiny
+    path, _ = video
+    ckpt = save_checkpoint(tmp_path / "run", 0, model.state_dict(), {"config": config_to_dict(cfg), "step": 0})
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 1000)
+    out = tmp_path / "out"
+    code = main(["predict", str(broken), str(path), "--weights", str(ckpt), "--out", str(out),
+                 "--device", "cpu"])
+    assert code == 1
+    report = capsys.readouterr().err.split("input(s) failed:")[1].strip().splitlines()
+    assert len(report) == 1 and report[0].startswith(f"{broken}: unreadable video")
+    assert (out / "clip30.json").is_file() and not (out / "broken.json").exists()

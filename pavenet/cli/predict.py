@@ -60,6 +60,12 @@ def _predict_one(est, source, index: int, args: argparse.Namespace) -> list[Path
     return written
 
 
+def _failure(path, exc: Exception) -> str:
+    """``path: problem``, without naming the input twice when the message already starts with it."""
+    message = str(exc)
+    return message if message.startswith(f"{path}:") else f"{path}: {message}"
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -84,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
             for path in _predict_one(est, source, index, args):
                 tqdm.write(f"wrote {path}")
         except (VideoInputError, ValueError, OSError) as exc:
-            failures.append(f"{source.path}: {exc}")
-            tqdm.write(f"error: {source.path}: {exc}", file=sys.stderr)
+            failures.append(_failure(source.path, exc))
+            tqdm.write(f"error: {failures[-1]}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} input(s) failed:", file=sys.stderr)
         for f in failures:
