@@ -15,8 +15,10 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from pavenet.errors import PavenetError
 
-class ConfigError(ValueError):
+
+class ConfigError(PavenetError, ValueError):
     """A configuration file or override is invalid."""
 
 

@@ -1,13 +1,17 @@
 """The ``pavenet`` command line.
 
 Each subcommand lives in its own module of this package with two functions:
-``add_parser(subparsers)`` (cheap imports only) and ``run(args) -> int``.
+``add_parser(subparsers)`` (cheap imports only) and ``run(args) -> int``. A
+:class:`pavenet.errors.PavenetError` (a bad config, annotation, image, video, prediction file or
+checkpoint; a diverged run) ends the command with its message and exit code 2, no traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+
+from pavenet.errors import PavenetError, user_message
 
 #: Subcommand name -> module in this package. Only commands that really work are listed.
 COMMANDS: dict[str, str] = {
@@ -44,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return int(args._module.run(args) or 0)
+    try:
+        return int(args._module.run(args) or 0)
+    except PavenetError as exc:
+        print(f"pavenet {args.command}: error: {user_message(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -18,9 +18,10 @@ from pavenet.data.joints import MODEL, POSETRACK18_TO_MODEL
 from pavenet.data.posetrack import AnnotationError, Frame, Sequence
 from pavenet.eval.regions import inside_any
 from pavenet.data.transforms import ClipParams, apply_clip, to_tensor
+from pavenet.errors import PavenetError
 
 
-class DataError(ValueError):
+class DataError(PavenetError, ValueError):
     """An image or annotation cannot be used; the message names the file and the frame."""
 
 

@@ -19,9 +19,10 @@ from typing import Any, Optional
 import numpy as np
 
 from pavenet.data.joints import POSETRACK18
+from pavenet.errors import PavenetError
 
 
-class AnnotationError(ValueError):
+class AnnotationError(PavenetError, ValueError):
     """An annotation file is malformed; the message names the file and the key or frame."""
 
 

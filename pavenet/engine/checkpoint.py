@@ -23,11 +23,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from pavenet.errors import PavenetError
+
 WEIGHTS = "model.safetensors"
 TRAIN_STATE = "train_state.pt"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(PavenetError, RuntimeError):
     """A checkpoint is missing, corrupt or does not fit the model."""
 
 

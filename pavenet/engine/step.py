@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from pavenet.engine.distributed import all_reduce_sum, is_dist
+from pavenet.errors import PavenetError
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(PavenetError, RuntimeError):
     """Too many consecutive non-finite losses."""
 
 

@@ -26,13 +26,14 @@ import numpy as np
 
 from pavenet.data.joints import MODEL
 from pavenet.eval.regions import inside_any, polygons_from_image
+from pavenet.errors import PavenetError
 
 #: Score the official code gives a predicted joint without a score.
 MIN_SCORE = -9999.0
 NUM_JOINTS = len(MODEL)
 
 
-class PoseTrackFormatError(ValueError):
+class PoseTrackFormatError(PavenetError, ValueError):
     """A PoseTrack file that cannot be evaluated; the message names the file."""
 
 

@@ -22,13 +22,15 @@ import av
 import numpy as np
 from PIL import Image
 
+from pavenet.errors import PavenetError
+
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 #: Frame rate assumed for a folder of frames (PoseTrack sequences are roughly 25-30 fps).
 DEFAULT_FRAMES_FPS = Fraction(25)
 
 
-class VideoInputError(RuntimeError):
+class VideoInputError(PavenetError, RuntimeError):
     """An input cannot be read; the message names the input and the problem."""
 
 
