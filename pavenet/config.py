@@ -71,6 +71,11 @@ class ModelConfig:
     #: train a per-joint heatmap head on the finest encoder level (PETR's auxiliary heatmap
     #: loss, training only; convergence aid; published PAVE-Net: off). Needs loss.weight_heatmap
     heatmap_head: bool = False
+    #: pose denoising queries per ground-truth track (DN-DETR's query denoising for poses,
+    #: training only; convergence aid; published PAVE-Net: 0 = none) and their noise, as a
+    #: fraction of the half box size (see pavenet/model/denoising.py)
+    dn_groups: int = 0
+    dn_noise: float = 0.4
     embed_dim: int = 128
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     vepe: VepeConfig = field(default_factory=VepeConfig)

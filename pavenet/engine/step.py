@@ -78,8 +78,11 @@ def train_step(
     clip_grad: float,
     amp: bool,
     device: torch.device,
+    denoise: bool = False,
 ) -> StepResult:
     """Accumulate gradients over ``micro_batches`` and take one optimizer step.
+
+    With ``denoise`` the model also gets the targets (to build its denoising queries).
 
     The loss of each micro-batch is divided by their number, so accumulating k batches of
     size b equals one batch of size k*b when the criterion normalises by global counts.
@@ -93,7 +96,8 @@ def train_step(
         ctx = contextlib.nullcontext() if sync else model.no_sync()
         with ctx:
             with autocast_context(device, amp):
-                outputs = model(batch["frames"], batch["mask"])
+                extra = (batch["targets"],) if denoise else ()
+                outputs = model(batch["frames"], batch["mask"], *extra)
                 losses = criterion(outputs, batch["targets"])
             loss = losses["loss"].float()
             if not _all_finite(loss):

@@ -181,7 +181,8 @@ class Trainer:
         batches = self._batches()
         while self.step < self.total_steps and self._stop is None:
             result = train_step(self.ddp, self.criterion, self.optimizer, next(batches),
-                                cfg.clip_grad, cfg.amp, self.dist.device)
+                                cfg.clip_grad, cfg.amp, self.dist.device,
+                                denoise=self.cfg.model.dn_groups > 0)
             bad = bad + 1 if result.skipped else 0
             if bad >= cfg.max_nan_steps:
                 raise TrainingDiverged(f"{bad} non-finite steps in a row; last good checkpoint kept in {self.run_dir}")

@@ -4,7 +4,9 @@ Every output dict (the top level, each ``aux_outputs`` entry, ``enc_outputs``) g
 same losses. Dicts with ``logits`` get their own Hungarian matching; joint-decoder entries (no
 ``logits``) reuse the top-level matching restricted to their ``query_mask``. The encoder
 proposals are single-frame poses expanded over the clip, so they are always matched and
-supervised on the key frame only.
+supervised on the key frame only. Denoising queries (``dn_outputs``, suffix ``_dn{i}``) are not
+matched: each reconstructs the track in ``dn_track``, with the same losses and weights, positive
+in the class loss when the track is supervised in the clip.
 
 Supervision of a matched query ``q`` <-> track ``g`` (see :func:`pavenet.model.matcher.supervision`):
 keypoint, RLE and OKS losses on the annotated joints of the supervised frames where ``g`` is
@@ -259,6 +261,26 @@ class SetCriterion(nn.Module):
             losses["loss_consistency"] = self.loss_consistency(out, m)
         return losses
 
+    def denoising_losses(self, outputs: dict, targets: list[dict], keyframe_only: bool,
+                         device: torch.device) -> dict[str, Tensor]:
+        """Weighted losses of every ``dn_outputs`` entry (suffix ``_dn{i}``) against the known tracks;
+        denoising queries of tracks not supervised in the clip get no loss."""
+        track, valid = outputs["dn_track"], outputs["dn_valid"].clone()
+        indices: Indices = []
+        for b, target in enumerate(targets):
+            active = supervision(target, keyframe_only).active.to(track.device)
+            query = valid[b].nonzero().squeeze(1)
+            query = query[active[track[b, query]]]
+            valid[b] = torch.zeros_like(valid[b]).index_fill_(0, query, True)
+            indices.append((query.cpu(), track[b, query].cpu()))
+        count = reduced_count(valid.sum())
+        m = self.gather(indices, targets, keyframe_only, device)
+        result = {}
+        for i, out in enumerate(outputs["dn_outputs"]):
+            for name, value in self.layer_losses(out, m, count, valid).items():
+                result[f"{name}_dn{i}"] = self.weights[name] * value
+        return result
+
     def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
         """Weighted losses of every output dict (suffix ``_i`` for ``aux_outputs[i]``, ``_enc``
         for ``enc_outputs``, none for the top level) and their total under ``"loss"``."""
@@ -285,6 +307,8 @@ class SetCriterion(nn.Module):
             m = self.gather(indices, targets, kf, device)
             for name, value in self.layer_losses(out, m, _num_tracks(targets, kf, device), valid).items():
                 result[name + suffix] = self.weights[name] * value
+        if "dn_outputs" in outputs:
+            result.update(self.denoising_losses(outputs, targets, keyframe, device))
         if self.weights.get("loss_heatmap", 0):
             if "heatmap" not in outputs:
                 raise ValueError("criterion: loss.weight_heatmap > 0 but the outputs have no 'heatmap' "

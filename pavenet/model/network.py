@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from .backbone import Backbone, ChannelMapper
+from .denoising import DenoisingQueries, attention_mask, make_denoising_queries
 from .encoder import EncoderLayer, FrameMemory, SpatialEncoder, flatten_levels
 from .heads import PoseHeads
 from .heatmap import HeatmapHead
@@ -45,6 +46,11 @@ class PAVENet(nn.Module):
     - ``heatmap`` (training only, when built with a heatmap head): ``logits`` (B, T, J, H, W)
       per-joint heatmap logits on the finest encoder level, ``valid_ratios`` (B, T, 2) and
       ``padding`` (B, T, H, W) bool (see :class:`pavenet.model.heatmap.HeatmapHead`).
+    - ``dn_outputs``, ``dn_track``, ``dn_valid`` (training with ``targets``, when built with
+      ``dn_groups`` > 0; :mod:`pavenet.model.denoising`): for the N denoising queries, every
+      pose-decoder layer's and every joint-decoder layer's outputs (as in ``aux_outputs``, all N
+      refined by the joint decoder), the index (B, N) of the track each reconstructs (-1 on
+      padding) and (B, N) bool, False on padding. The other outputs do not depend on them.
 
     The key frame is index T // 2. ``encode`` and ``decode`` split the work so that video
     inference can encode each frame once and decode many overlapping clips.
@@ -53,7 +59,8 @@ class PAVENet(nn.Module):
     def __init__(self, backbone: nn.Module, mapper: ChannelMapper, encoder: SpatialEncoder,
                  query_init: QueryInit, pose_decoder: PoseDecoder, joint_decoder: JointDecoder,
                  d_model: int, num_levels: int, num_frames: int, num_kept: int,
-                 embed_dim: int, heatmap_head: Optional[HeatmapHead] = None) -> None:
+                 embed_dim: int, heatmap_head: Optional[HeatmapHead] = None,
+                 dn_groups: int = 0, dn_noise: float = 0.4) -> None:
         super().__init__()
         self.backbone, self.mapper, self.encoder = backbone, mapper, encoder
         self.position = PositionEmbeddingSine(d_model // 2)
@@ -64,6 +71,12 @@ class PAVENet(nn.Module):
         self.num_frames, self.num_kept = num_frames, num_kept
         self.key_frame = num_frames // 2
         self.heatmap_head = heatmap_head
+        self.dn_groups, self.dn_noise = dn_groups, dn_noise
+        if dn_groups:
+            self.dn_tgt = nn.Parameter(torch.zeros(d_model))
+            self.dn_pos = nn.Parameter(torch.zeros(d_model))
+            nn.init.normal_(self.dn_tgt, std=0.02)
+            nn.init.normal_(self.dn_pos, std=0.02)
 
     def encode(self, images: Tensor, mask: Tensor) -> FrameMemory:
         """Backbone, channel mapper and spatial encoder of N independent frames.
@@ -76,8 +89,10 @@ class PAVENet(nn.Module):
         layout.memory = self.encoder(tokens, pos_flat, layout)
         return layout
 
-    def decode(self, memory: FrameMemory, batch: int) -> dict[str, Any]:
-        """Decode ``batch`` clips from the memory of their B*T frames in clip order."""
+    def decode(self, memory: FrameMemory, batch: int,
+               denoising: Optional[DenoisingQueries] = None) -> dict[str, Any]:
+        """Decode ``batch`` clips from the memory of their B*T frames in clip order (with the
+        denoising queries appended to the matching ones when given)."""
         t = self.num_frames
         if memory.memory.shape[0] != batch * t:
             raise ValueError(f"decode: {memory.memory.shape[0]} frames for {batch} clips "
@@ -86,11 +101,21 @@ class PAVENet(nn.Module):
         init = self.query_init(memory.memory[key], memory.padding_mask[key], memory.shapes,
                                memory.valid_ratios[key])
         reference = init.reference[:, :, None].expand(-1, -1, t, -1, -1)
-        pose_outs, person = self.pose_decoder(init.tgt, init.pos, reference, memory)
+        q = reference.shape[1]
+        tgt, pos, masks = init.tgt, init.pos, ()
+        if denoising is not None:
+            tgt, pos, reference, masks = self._append_denoising(tgt, pos, reference, denoising)
+        pose_outs, person = self.pose_decoder(tgt, pos, reference, memory, *masks)
+        pose_outs, dn_pose_outs = _split_outputs(pose_outs, q)
+        person, dn_person = person[:, :q], person[:, q:]
         last = pose_outs[-1]
         kept = last["logits"].detach().topk(self.num_kept, dim=1).indices
-        joint_outs = self.joint_decoder(_gather(person, kept), _gather(last["keypoints"], kept),
-                                        memory)
+        joint_person, joint_reference = _gather(person, kept), _gather(last["keypoints"], kept)
+        if denoising is not None:
+            joint_person = torch.cat((joint_person, dn_person), 1)
+            joint_reference = torch.cat((joint_reference, dn_pose_outs[-1]["keypoints"].to(joint_reference.dtype)), 1)
+        joint_outs, dn_joint_outs = _split_outputs(self.joint_decoder(joint_person, joint_reference, memory),
+                                                   self.num_kept)
         scattered = [_scatter_outputs(last, out, kept) for out in joint_outs]
         outputs: dict[str, Any] = {"logits": last["logits"], **scattered[-1]}
         del outputs["query_mask"]
@@ -98,16 +123,37 @@ class PAVENet(nn.Module):
         outputs["kept_index"] = kept
         outputs["aux_outputs"] = [*pose_outs, *scattered[:-1]]
         outputs["enc_outputs"] = _expand_proposals(init.proposals, t)
+        if denoising is not None:
+            outputs["dn_outputs"] = [*dn_pose_outs, *dn_joint_outs]
+            outputs["dn_track"], outputs["dn_valid"] = denoising.track, denoising.valid
         return outputs
 
-    def forward(self, frames: Tensor, mask: Tensor) -> dict[str, Any]:
-        """``frames`` (B, T, 3, H, W), ``mask`` (B, H, W) True on padding; see the class doc."""
+    def _append_denoising(self, tgt: Tensor, pos: Tensor, reference: Tensor,
+                          denoising: DenoisingQueries) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor]]:
+        """The matching queries' (tgt, pos, reference) with the denoising queries appended, and
+        the pose decoder's (self-attention mask, key padding mask)."""
+        b, n = denoising.valid.shape
+        q = tgt.shape[1]
+        tgt = torch.cat((tgt, self.dn_tgt.to(tgt.dtype).expand(b, n, -1)), 1)
+        pos = torch.cat((pos, self.dn_pos.to(pos.dtype).expand(b, n, -1)), 1)
+        reference = torch.cat((reference, denoising.reference.to(reference.dtype)), 1)
+        mask = attention_mask(q, denoising.groups, n // denoising.groups, tgt.device)
+        padding = torch.cat((torch.zeros(b, q, dtype=torch.bool, device=tgt.device), ~denoising.valid), 1)
+        return tgt, pos, reference, (mask, padding)
+
+    def forward(self, frames: Tensor, mask: Tensor, targets: Optional[list[dict]] = None) -> dict[str, Any]:
+        """``frames`` (B, T, 3, H, W), ``mask`` (B, H, W) True on padding; see the class doc.
+        ``targets`` (the criterion's) are read only to build denoising queries when training."""
         b, t = frames.shape[:2]
         if t != self.num_frames:
             raise ValueError(f"the model was built for {self.num_frames} frames, got {t}")
         frame_mask = mask[:, None].expand(-1, t, -1, -1).flatten(0, 1)
         memory = self.encode(frames.flatten(0, 1), frame_mask)
-        outputs = self.decode(memory, b)
+        denoising = None
+        if self.training and self.dn_groups and targets is not None:
+            denoising = make_denoising_queries(targets, self.dn_groups, self.dn_noise, frames.device)
+            denoising = denoising if denoising.valid.numel() else None
+        outputs = self.decode(memory, b) if denoising is None else self.decode(memory, b, denoising)
         if self.heatmap_head is not None and self.training:
             outputs["heatmap"] = self.heatmap_head(memory, b)
         return outputs
@@ -134,6 +180,12 @@ def _scatter_outputs(base: dict[str, Tensor], joint: dict[str, Tensor],
     return out
 
 
+def _split_outputs(outputs: list[dict[str, Tensor]], count: int) -> tuple[list[dict], list[dict]]:
+    """Each dict's per-query tensors (B, Q + N, ...) cut into the first ``count`` and the rest."""
+    return ([{k: v[:, :count] for k, v in out.items()} for out in outputs],
+            [{k: v[:, count:] for k, v in out.items()} for out in outputs])
+
+
 def _expand_proposals(proposals: dict[str, Tensor], num_frames: int) -> dict[str, Tensor]:
     """Repeat the key-frame proposal keypoints and sigma over the T frames."""
     out = dict(proposals)
@@ -152,8 +204,8 @@ def pose_position(cfg: ModelConfig) -> Optional[PosePosition]:
 def build_model(cfg: ModelConfig) -> PAVENet:
     """Build PAVE-Net from a :class:`ModelConfig` (no weights are downloaded)."""
     if cfg.arch == "vepe":
-        if cfg.heatmap_head:
-            raise ValueError("model.heatmap_head is implemented for PAVE-Net, not VEPE")
+        if cfg.heatmap_head or cfg.dn_groups:
+            raise ValueError("model.heatmap_head and model.dn_groups are implemented for PAVE-Net, not VEPE")
         from pavenet.model.vepe.network import build_vepe
         return build_vepe(cfg)
     if cfg.arch != "pavenet":
@@ -171,6 +223,8 @@ def build_model(cfg: ModelConfig) -> PAVENet:
     for key in ("num_frames", "num_queries", "pose_dec_layers", "joint_dec_layers"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"model.{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.dn_groups < 0 or cfg.dn_noise < 0:
+        raise ValueError(f"model.dn_groups and model.dn_noise must be >= 0, got {cfg.dn_groups}, {cfg.dn_noise}")
     mapper = ChannelMapper(backbone.channels, d, bcfg.extra_levels)
     enc_layer = EncoderLayer(d, heads, levels, cfg.enc_points, cfg.ffn_dim, cfg.dropout)
     pose_layer = PoseDecoderLayer(d, heads, levels, j, t, cfg.ffn_dim, cfg.dropout)
@@ -185,4 +239,5 @@ def build_model(cfg: ModelConfig) -> PAVENet:
         joint_decoder=JointDecoder(joint_layer, JointHeads(d, t), d, j, cfg.joint_dec_layers),
         d_model=d, num_levels=levels, num_frames=t,
         num_kept=min(cfg.num_kept, cfg.num_queries), embed_dim=cfg.embed_dim,
-        heatmap_head=HeatmapHead(d, j) if cfg.heatmap_head else None)
+        heatmap_head=HeatmapHead(d, j) if cfg.heatmap_head else None,
+        dn_groups=cfg.dn_groups, dn_noise=cfg.dn_noise)

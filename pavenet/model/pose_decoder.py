@@ -66,11 +66,13 @@ class PoseDecoderLayer(nn.Module):
         self.norm3 = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, tgt: Tensor, pos: Tensor, reference: Tensor,
-                memory: FrameMemory) -> Tensor:
-        """``tgt``/``pos`` (B, Q, D), ``reference`` (B, Q, T, J, 2) -> (B, Q, D)."""
+    def forward(self, tgt: Tensor, pos: Tensor, reference: Tensor, memory: FrameMemory,
+                attn_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None) -> Tensor:
+        """``tgt``/``pos`` (B, Q, D), ``reference`` (B, Q, T, J, 2) -> (B, Q, D); ``attn_mask``
+        (Q, Q) and ``key_padding_mask`` (B, Q), True = may not attend, go to the self-attention."""
         q = k = tgt + pos
-        attn = self.self_attn(q, k, tgt, need_weights=False)[0]
+        attn = self.self_attn(q, k, tgt, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                              need_weights=False)[0]
         tgt = self.norm1(tgt + self.dropout(attn))
         cross = self.cross_attn(tgt + pos, reference, pose_box_scale(reference), memory)
         tgt = self.norm2(tgt + self.dropout(cross))
@@ -93,17 +95,18 @@ class PoseDecoder(nn.Module):
         self.heads = nn.ModuleList(copy.deepcopy(heads) for _ in range(num_layers))
         self.pose_position = pose_position
 
-    def forward(self, tgt: Tensor, pos: Tensor, reference: Tensor,
-                memory: FrameMemory) -> tuple[list[dict[str, Tensor]], Tensor]:
+    def forward(self, tgt: Tensor, pos: Tensor, reference: Tensor, memory: FrameMemory,
+                attn_mask: Optional[Tensor] = None,
+                key_padding_mask: Optional[Tensor] = None) -> tuple[list[dict[str, Tensor]], Tensor]:
         """Decode; returns every layer's head outputs and the last layer's queries (B, Q, D).
 
         ``reference`` (B, Q, T, J, 2) in [0, 1] of the unpadded image; ``memory`` holds the
-        B*T frames in clip order.
+        B*T frames in clip order; the masks go to every layer's self-attention.
         """
         outputs = []
         for layer, head in zip(self.layers, self.heads):
             layer_pos = pos if self.pose_position is None else pos + self.pose_position(reference)
-            tgt = layer(tgt, layer_pos, reference, memory)
+            tgt = layer(tgt, layer_pos, reference, memory, attn_mask, key_padding_mask)
             out = head(tgt, reference)
             outputs.append(out)
             reference = out["keypoints"].detach()

@@ -9,6 +9,8 @@ memory (:class:`KeyFrameDecoderLayer`); its heads still refine all T frames' pos
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -22,13 +24,14 @@ from ..pose_decoder import PoseDecoder, PoseDecoderLayer
 class KeyFrameDecoderLayer(PoseDecoderLayer):
     """A one-frame pose-decoder layer fed the key frame of T-frame clips."""
 
-    def forward(self, tgt: Tensor, pos: Tensor, reference: Tensor,
-                memory: FrameMemory) -> Tensor:
+    def forward(self, tgt: Tensor, pos: Tensor, reference: Tensor, memory: FrameMemory,
+                attn_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None) -> Tensor:
         """``reference`` (B, Q, T, J, 2), ``memory`` of B*T frames -> (B, Q, D)."""
         b, t = tgt.shape[0], reference.shape[2]
         key = t // 2
         rows = torch.arange(b, device=tgt.device) * t + key
-        return super().forward(tgt, pos, reference[:, :, key:key + 1], memory.select(rows))
+        return super().forward(tgt, pos, reference[:, :, key:key + 1], memory.select(rows),
+                               attn_mask, key_padding_mask)
 
 
 def build_stpd(cfg: ModelConfig, num_levels: int, temporal: bool) -> PoseDecoder:
