@@ -161,3 +161,25 @@ def test_bad_denoising_settings_are_errors() -> None:
         build_model(load_config("configs/vepe_tiny.yaml", ["model.dn_groups=2"]).model)
     with pytest.raises(ValueError, match="dn_noise"):
         build_model(load_config("configs/synthetic_tiny.yaml", ["model.dn_noise=-0.1"]).model)
+
+
+def test_checkpoints_load_with_or_without_the_training_only_parameters(tmp_path) -> None:
+    from pavenet.engine.checkpoint import CheckpointError, save_checkpoint
+    from pavenet.engine.weights import load_model_weights
+
+    torch.manual_seed(0)
+    plain = build_model(load_config("configs/synthetic_tiny.yaml", SMALL).model)
+    torch.manual_seed(1)
+    dn = build_model(load_config("configs/synthetic_tiny.yaml", [*SMALL, "model.dn_groups=2"]).model)
+    own_dn = dn.dn_tgt.detach().clone()
+    load_model_weights(dn, str(save_checkpoint(tmp_path / "plain", 0, plain.state_dict(), {})))
+    torch.testing.assert_close(dn.query_init.cls.weight, plain.query_init.cls.weight)
+    assert torch.equal(dn.dn_tgt, own_dn)  # kept its initialisation
+    with torch.no_grad():
+        dn.query_init.cls.weight.add_(1.0)
+    load_model_weights(plain, str(save_checkpoint(tmp_path / "dn", 0, dn.state_dict(), {})))
+    torch.testing.assert_close(plain.query_init.cls.weight, dn.query_init.cls.weight)
+    state = dn.state_dict()
+    del state["query_init.cls.bias"]  # other keys stay required
+    with pytest.raises(CheckpointError, match="missing in checkpoint  query_init.cls.bias"):
+        load_model_weights(plain, str(save_checkpoint(tmp_path / "broken", 0, state, {})))

@@ -3,8 +3,10 @@
 Per-frame parameters are stacked along a frame axis (the network stores one slice per clip
 frame). When a checkpoint was trained with another T (e.g. the image model, T=1, used to
 initialise the video model), every frame slice of the new model starts from the checkpoint's
-key-frame slice. Anything else that does not fit raises :class:`CheckpointError` listing
-every mismatched key.
+key-frame slice. Parameters that only serve training (a model's ``training_only`` key
+prefixes: denoising embeddings, the auxiliary heatmap head) may be on one side only, so a model
+with or without them loads a checkpoint trained without or with them. Anything else that does
+not fit raises :class:`CheckpointError` listing every mismatched key.
 """
 from __future__ import annotations
 
@@ -55,8 +57,9 @@ def fit_state_dict(
     mismatches are errors either way.
     """
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
+    optional = tuple(getattr(model, "training_only", ()))
+    missing = sorted(k for k in set(own) - set(state) if not k.startswith(optional))
+    unexpected = sorted(k for k in set(state) - set(own) if not k.startswith(optional))
     out, bad = {}, []
     for k in sorted(set(own) & set(state)):
         src, dst = state[k], own[k]
@@ -91,7 +94,7 @@ def load_model_weights(model: nn.Module, path: str, strict: bool = True) -> dict
         fitted = fit_state_dict(model, state, t_src, t_dst, strict)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    model.load_state_dict(fitted, strict=strict)
+    model.load_state_dict(fitted, strict=False)  # fit_state_dict has checked what strict allows
     return meta
 
 

@@ -52,9 +52,14 @@ class PAVENet(nn.Module):
       refined by the joint decoder), the index (B, N) of the track each reconstructs (-1 on
       padding) and (B, N) bool, False on padding. The other outputs do not depend on them.
 
+    ``training_only``: prefixes of the parameters used only in training (checkpoints may lack
+    them or have them without the model having them; :mod:`pavenet.engine.weights`).
+
     The key frame is index T // 2. ``encode`` and ``decode`` split the work so that video
     inference can encode each frame once and decode many overlapping clips.
     """
+
+    training_only = ("dn_tgt", "dn_pos", "heatmap_head.")
 
     def __init__(self, backbone: nn.Module, mapper: ChannelMapper, encoder: SpatialEncoder,
                  query_init: QueryInit, pose_decoder: PoseDecoder, joint_decoder: JointDecoder,
