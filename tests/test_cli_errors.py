@@ -4,15 +4,16 @@ from pathlib import Path
 import pytest
 
 from pavenet.cli import main
-from pavenet.config import ConfigError
+from pavenet.config import ConfigError, load_config
 from pavenet.data.clips import DataError
 from pavenet.data.posetrack import AnnotationError
 from pavenet.data.synthetic import write_dataset
-from pavenet.engine.checkpoint import CheckpointError
+from pavenet.engine.checkpoint import CheckpointError, save_checkpoint
 from pavenet.engine.step import TrainingDiverged
 from pavenet.errors import PavenetError, user_message
 from pavenet.eval.posetrack_io import PoseTrackFormatError
 from pavenet.infer.video_io import VideoInputError
+from pavenet.model.network import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["model.hidden_dim=32", "model.num_heads=2", "model.enc_layers=1", "model.ffn_dim=64",
@@ -58,3 +59,15 @@ def test_unreadable_image_in_a_loader_worker_names_the_image(tmp_path, capsys):
     assert lines[-1].startswith("pavenet train: error: ") and "unreadable image" in lines[-1]
     assert any(str(p) in lines[-1] for p in first)
     assert not any("Traceback" in line for line in lines)
+
+
+def test_missing_ground_truth_folder_is_one_line(tmp_path, capsys):
+    config = ROOT / "configs" / "synthetic_tiny.yaml"
+    model = build_model(load_config(config, SMALL).model)
+    weights = save_checkpoint(tmp_path / "run", 0, model.state_dict(), {})
+    code = main(["test", str(config), "--weights", str(weights), "--device", "cpu", "--out", str(tmp_path / "t"),
+                 "--set", *SMALL, f"data.root={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == (f"pavenet test: error: {tmp_path / 'annotations' / 'val'}: PoseTrack evaluation needs one "
+                   "ground-truth JSON per sequence here\n")

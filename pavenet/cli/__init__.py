@@ -3,7 +3,8 @@
 Each subcommand lives in its own module of this package with two functions:
 ``add_parser(subparsers)`` (cheap imports only) and ``run(args) -> int``. A
 :class:`pavenet.errors.PavenetError` (a bad config, annotation, image, video, prediction file or
-checkpoint; a diverged run) ends the command with its message and exit code 2, no traceback.
+checkpoint; a diverged run) or a missing file ends the command with its message and exit code 2,
+no traceback.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args._module.run(args) or 0)
-    except PavenetError as exc:
+    except (PavenetError, FileNotFoundError) as exc:
         print(f"pavenet {args.command}: error: {user_message(exc)}", file=sys.stderr)
         return 2
 
