@@ -111,16 +111,18 @@ class PAVENet(nn.Module):
         if denoising is not None:
             tgt, pos, reference, masks = self._append_denoising(tgt, pos, reference, denoising)
         pose_outs, person = self.pose_decoder(tgt, pos, reference, memory, *masks)
-        pose_outs, dn_pose_outs = _split_outputs(pose_outs, q)
-        person, dn_person = person[:, :q], person[:, q:]
+        if denoising is not None:
+            pose_outs, dn_pose_outs = _split_outputs(pose_outs, q)
+            person, dn_person = person[:, :q], person[:, q:]
         last = pose_outs[-1]
         kept = last["logits"].detach().topk(self.num_kept, dim=1).indices
         joint_person, joint_reference = _gather(person, kept), _gather(last["keypoints"], kept)
         if denoising is not None:
             joint_person = torch.cat((joint_person, dn_person), 1)
             joint_reference = torch.cat((joint_reference, dn_pose_outs[-1]["keypoints"].to(joint_reference.dtype)), 1)
-        joint_outs, dn_joint_outs = _split_outputs(self.joint_decoder(joint_person, joint_reference, memory),
-                                                   self.num_kept)
+        joint_outs = self.joint_decoder(joint_person, joint_reference, memory)
+        if denoising is not None:
+            joint_outs, dn_joint_outs = _split_outputs(joint_outs, self.num_kept)
         scattered = [_scatter_outputs(last, out, kept) for out in joint_outs]
         outputs: dict[str, Any] = {"logits": last["logits"], **scattered[-1]}
         del outputs["query_mask"]
