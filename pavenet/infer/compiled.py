@@ -17,9 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pavenet.infer import COMPILE_MODES, GRAPH_MODES, check_compile_mode
-
-__all__ = ["COMPILE_MODES", "GRAPH_MODES", "CompiledNetwork", "copy_outputs"]
+from pavenet.infer import GRAPH_MODES, check_compile_mode
 
 
 def copy_outputs(outputs: Any) -> Any:
@@ -43,7 +41,7 @@ class CompiledNetwork(nn.Module):
     Args:
         model: a network with ``encode(frames, mask)``, ``decode(memory, batch)`` and
             ``num_frames`` (PAVE-Net or VEPE).
-        mode: a ``torch.compile`` mode (:data:`COMPILE_MODES`).
+        mode: a ``torch.compile`` mode (:data:`pavenet.infer.COMPILE_MODES`).
         backend: the ``torch.compile`` backend; ``mode`` applies to "inductor" only (tests use
             "eager", which needs no compiler).
     """
