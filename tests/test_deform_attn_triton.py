@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,24 @@ def test_triton_backend_on_cpu_without_interpreter_is_an_error():
         ms_deform_attn(value, SHAPES, locations, weights, backend="triton")
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
         ms_deform_attn(value, SHAPES, locations, weights, backend="cuda")
+
+
+def test_level_table_rows_cached_eager_and_traced_under_compile():
+    shapes = ((2, 3), (4, 1), (1, 5))
+    truth = torch.tensor([[2, 3, 0], [4, 1, 6], [1, 5, 10]], dtype=torch.int32)
+    table = deform_attn_triton._level_table(shapes, torch.device("cpu"))
+    assert torch.equal(table, truth)
+    assert deform_attn_triton._level_table(shapes, torch.device("cpu")) is table
+
+    def offset_sum(x):
+        return x + deform_attn_triton._level_table(shapes, x.device)[:, 2].sum()
+
+    torch._dynamo.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = torch.compile(offset_sum, fullgraph=True, backend="eager")(torch.ones(()))
+    assert got.item() == 17
+    assert not [w for w in caught if "lru_cache" in str(w.message)]
 
 
 @CUDA

@@ -217,14 +217,25 @@ class _MSDeformAttnFunction(torch.autograd.Function):
                 grad_attn.to(weights.dtype))
 
 
-@functools.lru_cache(maxsize=64)
-def _level_table(shapes: tuple[tuple[int, int], ...], device: torch.device) -> Tensor:
-    """(L, 3) int32 rows (H, W, start offset in S), built once per shapes and device."""
+def _level_rows(shapes: tuple[tuple[int, int], ...], device: torch.device) -> Tensor:
+    """(L, 3) int32 rows (H, W, start offset in S)."""
     rows, start = [], 0
     for h, w in shapes:
         rows.append((h, w, start))
         start += h * w
     return torch.tensor(rows, dtype=torch.int32, device=device)
+
+
+_cached_level_rows = functools.lru_cache(maxsize=64)(_level_rows)
+
+
+def _level_table(shapes: tuple[tuple[int, int], ...], device: torch.device) -> Tensor:
+    """The level rows, built once per shapes and device in eager mode (no host-to-device copy
+    per call). Under torch.compile they are built in the graph, a constant there: dynamo does
+    not trace through a cache (it warns and skips the wrapper)."""
+    if torch.compiler.is_compiling():
+        return _level_rows(shapes, device)
+    return _cached_level_rows(shapes, device)
 
 
 def _check_inputs(value: Tensor, shapes: tuple[tuple[int, int], ...], locations: Tensor,
