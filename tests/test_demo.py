@@ -5,7 +5,7 @@ from pathlib import Path
 import av
 import pytest
 
-from pavenet.engine.demo import DemoPlan, run_demo
+from pavenet.engine.demo import DemoPlan, run_demo, training_budget
 
 SMALL = ("model.hidden_dim=32", "model.num_heads=2", "model.enc_layers=1", "model.ffn_dim=64",
          "model.num_queries=8", "model.num_kept=4", "model.pose_dec_layers=1", "model.refine_hidden=[32]",
@@ -42,3 +42,10 @@ def test_loss_smoothing_is_a_bias_corrected_moving_average():
 
     assert smooth([4.0, 4.0, 4.0], 0.9) == pytest.approx([4.0, 4.0, 4.0])
     assert smooth([1.0, 3.0], 0.5) == pytest.approx([1.0, (0.25 + 1.5) / 0.75])
+
+
+def test_training_budget_leaves_the_evaluation_time_of_the_device():
+    plan = DemoPlan(out=Path("unused"), minutes=4.0, val_videos=8, hard_videos=8)
+    assert training_budget(plan, 10.0, "cpu") == pytest.approx(240 - 10 - 75 - 20)
+    assert training_budget(plan, 10.0, "cuda") == pytest.approx(240 - 10 - 20 - 10)
+    assert training_budget(DemoPlan(out=Path("unused"), minutes=1.0), 50.0, "cpu") == 30.0
