@@ -8,12 +8,16 @@
 #   compiled pavenet bench, torch.compile only (mode from COMPILE_MODE, default reduce-overhead)
 #   batched  pavenet alone, compiled, batch 8 only (the batched frames/s), 1 person
 #   all      the four in order
+#   paths    the user-facing paths on CUDA: `pavenet demo` (bf16 autocast training, evaluation,
+#            rendering; DEMO_MINUTES, default 4), then `pavenet predict` on 3 val videos in float32,
+#            in bfloat16 with torch.compile, and on the CPU, each scored with `pavenet eval`
+#            (needs av, pycocotools, motmetrics: carry wheels where they are missing)
 # Runs from the repository root with the python3 that has torch (no install needed: PYTHONPATH).
 # Every step has its own time limit, so one stuck step leaves the others' results; each writes
 # under OUT_DIR (log.txt and one folder per bench run).
 set -u
-stage=${1:?usage: gpu_session.sh check|eager|compiled|batched|all OUT_DIR}
-out=${2:?usage: gpu_session.sh check|eager|compiled|batched|all OUT_DIR}
+stage=${1:?usage: gpu_session.sh check|eager|compiled|batched|all|paths OUT_DIR}
+out=${2:?usage: gpu_session.sh check|eager|compiled|batched|all|paths OUT_DIR}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 log=$out/log.txt
@@ -57,11 +61,34 @@ batched() {
         --warmup 3 --compile-only --compile-mode "${COMPILE_MODE:-reduce-overhead}" --out "$out/batched"
 }
 
+paths() {
+    local work=${WORK:-/tmp/pavenet_gpu_paths} seqs v
+    rm -rf "$work" && mkdir -p "$work/gt3"
+    step "${DEMO_LIMIT:-300}" demo-cuda "$py" -m pavenet demo --device cuda \
+        --minutes "${DEMO_MINUTES:-4}" --out "$work/demo"
+    seqs=$(ls "$work/demo/data/images/val" | head -3)
+    for v in $seqs; do cp "$work/demo/data/annotations/val/$v.json" "$work/gt3/"; done
+    predict_and_score cuda-fp32 --device cuda
+    predict_and_score cuda-bf16-compiled --device cuda --amp --compile
+    predict_and_score cpu-fp32 --device cpu
+    cp "$work/demo/report.md" "$work/demo/training_curve.png" "$out/" 2>/dev/null
+    tar czf "$out/predictions.tgz" -C "$work" cuda-fp32 cuda-bf16-compiled cpu-fp32 gt3
+}
+
+predict_and_score() {  # predict_and_score NAME PREDICT-OPTIONS...
+    local name=$1
+    shift
+    step 120 "predict-$name" "$py" -m pavenet predict --weights "$work/demo/run_t3" \
+        --out "$work/$name" "$@" $(for v in $seqs; do echo "$work/demo/data/images/val/$v"; done)
+    step 60 "eval-$name" "$py" -m pavenet eval "$work/gt3" "$work/$name" --json "$out/eval_$name.json"
+}
+
 case $stage in
     check) check ;;
     eager) eager ;;
     compiled) compiled ;;
     batched) batched ;;
     all) check; eager; compiled; batched ;;
-    *) echo "unknown stage $stage (check, eager, compiled, batched or all)" >&2; exit 2 ;;
+    paths) paths ;;
+    *) echo "unknown stage $stage (check, eager, compiled, batched, all or paths)" >&2; exit 2 ;;
 esac
