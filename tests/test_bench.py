@@ -1,6 +1,7 @@
 """Speed benchmark pieces: the two-stage baseline's shapes and linear cost, the timing and FLOP
 helpers (fake clock, no timing assertions) and ``pavenet bench --quick`` end to end."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -203,3 +204,29 @@ def test_returned_report_is_the_written_one(tmp_path):
                                      dtypes=("float32",)), progress=False)
     assert len(report["rows"]) == 2  # batch 1 and the quick batch 2
     assert json.loads(json.dumps(report)) == json.loads((tmp_path / JSON_NAME).read_text())
+
+
+def test_profile_step_sums_trace_kernels_by_kind():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "profile_step.py"
+    spec = importlib.util.spec_from_file_location("profile_step", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    trace = {"traceEvents": [
+        {"cat": "kernel", "name": "_fwd_kernel", "dur": 300.0},
+        {"cat": "kernel", "name": "triton_poi_fused_add_relu_0", "dur": 100.0},
+        {"cat": "kernel", "name": "sm90_xmma_fprop_implicit_gemm_bf16", "dur": 1000.0},
+        {"cat": "kernel", "name": "nvjet_hsh_128x256", "dur": 400.0},
+        {"cat": "kernel", "name": "nvjet_hsh_128x256", "dur": 200.0},
+        {"cat": "gpu_memcpy", "name": "Memcpy DtoD", "dur": 50.0},
+        {"cat": "kernel", "name": "nms_kernel", "dur": 20.0},
+        {"cat": "cpu_op", "name": "aten::conv2d", "dur": 5000.0},
+        {"cat": "kernel", "name": "no duration"},
+    ]}
+    kernels = module.kernel_times(trace)
+    assert kernels["nvjet_hsh_128x256"] == 600.0 and "aten::conv2d" not in kernels
+    assert module.by_kind(kernels, steps=2) == {
+        "convolution": 0.5, "matrix product": 0.3, "deformable attention": 0.15,
+        "inductor fused": 0.05, "copy / fill": 0.025, "other": 0.01}
+    assert list(module.by_kind(kernels, steps=2))[0] == "convolution"
