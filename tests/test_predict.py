@@ -10,7 +10,7 @@ import torch
 
 from pavenet.cli import main
 from pavenet.config import config_to_dict, load_config
-from pavenet.data.joints import MODEL
+from pavenet.data.joints import MODEL, posetrack18_to_model
 from pavenet.data.synthetic import generate_video
 from pavenet.engine.checkpoint import save_checkpoint
 from pavenet.eval.posetrack import evaluate_posetrack
@@ -125,3 +125,32 @@ def test_predict_cli_names_a_corrupt_input_once_and_keeps_going(tiny, video, tmp
     report = capsys.readouterr().err.split("input(s) failed:")[1].strip().splitlines()
     assert len(report) == 1 and report[0].startswith(f"{broken}: unreadable video")
     assert (out / "clip30.json").is_file() and not (out / "broken.json").exists()
+
+
+def test_predict_cli_on_images_one_frame_each_with_a_png_overlay(tiny, video, tmp_path):
+    from PIL import Image
+
+    from pavenet.viz.overlay import draw_people
+
+    cfg, model, _ = tiny
+    _, frames = video
+    ckpt = save_checkpoint(tmp_path / "run", 0, model.state_dict(), {"config": config_to_dict(cfg), "step": 0})
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k in (3, 17):
+        Image.fromarray(frames[k]).save(photos / f"shot{k}.png")
+    out = tmp_path / "out"
+    code = main(["predict", str(photos / "*.png"), "--weights", str(ckpt), "--out", str(out), "--render",
+                 "--score-threshold", "0.0", "--joint-threshold", "0.0", "--device", "cpu"])
+    assert code == 0
+    est = PoseEstimator.from_checkpoint(ckpt, device="cpu")
+    for k in (3, 17):
+        truth = list(est.predict_frames([frames[k]], score_threshold=0.0))
+        pose = json.loads((out / f"shot{k}.json").read_text())
+        assert len(pose["images"]) == 1 and len(pose["annotations"]) == len(truth[0].people) > 0
+        got = posetrack18_to_model(np.array([a["keypoints"] for a in pose["annotations"]]).reshape(-1, 17, 3))
+        want = np.stack([p.keypoints for p in truth[0].people])
+        assert np.allclose(got[..., :2], want[..., :2], atol=0.01)
+        overlay = np.asarray(Image.open(out / f"shot{k}.png"))
+        assert np.array_equal(overlay, draw_people(frames[k], *truth[0].arrays(), 0.0))
+        assert not np.array_equal(overlay, frames[k])

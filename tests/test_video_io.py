@@ -166,5 +166,20 @@ def test_unreadable_image_in_a_folder_names_the_file(tmp_path):
     with pytest.raises(VideoInputError, match=r"frame1\.png: unreadable image"):
         with FrameStream(VideoSource(folder, "frames")) as stream:
             list(stream)
-    with pytest.raises(VideoInputError, match=r"frame0\.png: a single image is not a video"):
-        resolve_input(str(folder / "frame0.png"))
+
+
+def test_an_image_is_a_one_frame_source_and_a_glob_of_images_one_source_each(tmp_path):
+    frames = _frames(3)
+    folder = _save_frames(tmp_path / "seq", frames)
+    (image,) = resolve_input(str(folder / "frame1.png"))
+    assert image == VideoSource(folder / "frame1.png", "image") and image.name == "frame1"
+    info = probe(image)
+    assert (info.width, info.height, info.num_frames) == (frames[1].shape[1], frames[1].shape[0], 1)
+    with FrameStream(image) as stream:
+        decoded = list(stream)
+    assert len(decoded) == 1 and np.array_equal(decoded[0], frames[1])
+    assert [s.path.name for s in resolve_input(str(folder / "frame*.png"))] == ["frame0.png", "frame1.png", "frame2.png"]
+    assert resolve_input(str(folder)) == [VideoSource(folder, "frames")]
+    (folder / "frame2.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(VideoInputError, match=r"frame2\.png: unreadable image"):
+        probe(VideoSource(folder / "frame2.png", "image"))

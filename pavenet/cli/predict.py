@@ -1,4 +1,4 @@
-"""``pavenet predict INPUT... --weights CKPT``: tracked poses for videos and folders of frames."""
+"""``pavenet predict INPUT... --weights CKPT``: tracked poses for videos, folders of frames and images."""
 from __future__ import annotations
 
 import argparse
@@ -9,9 +9,9 @@ from pavenet.infer import COMPILE_MODES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("predict", help="tracked poses (JSON/CSV) and overlay videos for videos or frame folders")
+    p = sub.add_parser("predict", help="tracked poses (JSON/CSV) and overlays for videos, frame folders or images")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="video files, folders of frames, folders of videos or globs")
+                   help="video files, folders of frames, folders of videos, images (each a one-frame video) or globs")
     p.add_argument("--weights", required=True,
                    help="checkpoint (model.safetensors, its folder or a run folder); with --backend "
                         "onnxruntime also a `pavenet export` output (model.onnx or its folder)")
@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/predict", help="output folder (default: runs/predict)")
     p.add_argument("--format", nargs="+", default=["posetrack"], choices=["posetrack", "coco", "csv"],
                    help="output formats (default: posetrack)")
-    p.add_argument("--render", action="store_true", help="also write an overlay video per input")
+    p.add_argument("--render", action="store_true", help="also write an overlay video per input (a PNG for an image)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default: 4)")
     p.add_argument("--score-threshold", type=float, default=None,
@@ -44,7 +44,7 @@ def _predict_one(est, source, index: int, args: argparse.Namespace) -> list[Path
 
     from pavenet.infer.outputs import write_outputs
     from pavenet.infer.video_io import probe
-    from pavenet.viz.overlay import render_video
+    from pavenet.viz.overlay import render_image, render_video
 
     total = probe(source).num_frames
     frames = []
@@ -54,7 +54,9 @@ def _predict_one(est, source, index: int, args: argparse.Namespace) -> list[Path
             bar.update(1)
     out = Path(args.out)
     written = write_outputs(out, source.name, index, frames, tuple(args.format))
-    if args.render:
+    if args.render and source.kind == "image":
+        written.append(render_image(source, *frames[0].arrays(), out / f"{source.name}.png", args.joint_threshold))
+    elif args.render:
         people = (f.arrays() for f in frames)
         written.append(render_video(source, people, out / f"{source.name}.mp4", args.joint_threshold))
     return written

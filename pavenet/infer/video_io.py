@@ -1,7 +1,8 @@
 """Video inputs: resolve paths/globs to sources and stream their frames.
 
-A *source* is one video file or one folder of frames. :func:`resolve_input` turns one command
-line input (a video file, a folder of frames, a folder of videos or a glob) into sources.
+A *source* is one video file, one folder of frames or one image (a video of one frame).
+:func:`resolve_input` turns one command line input (a video file, an image, a folder of frames,
+a folder of videos or a glob) into sources.
 :class:`FrameStream` decodes a source in a background thread (PyAV for videos, Pillow for
 frame folders) into a bounded queue, so memory does not depend on the length of the video.
 
@@ -36,15 +37,15 @@ class VideoInputError(PavenetError, RuntimeError):
 
 @dataclass(frozen=True)
 class VideoSource:
-    """One video file or one folder of frames."""
+    """One video file, one folder of frames or one image (a one-frame video)."""
 
     path: Path
-    kind: Literal["video", "frames"]
+    kind: Literal["video", "frames", "image"]
 
     @property
     def name(self) -> str:
         """Name for output files: the file stem or the folder name."""
-        return self.path.stem if self.kind == "video" else self.path.name
+        return self.path.name if self.kind == "frames" else self.path.stem
 
 
 def _natural_key(path: Path) -> list:
@@ -58,9 +59,7 @@ def _children(folder: Path, suffixes: frozenset[str]) -> list[Path]:
 
 def _resolve_path(path: Path, spec: str) -> list[VideoSource]:
     if path.is_file():
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            raise VideoInputError(f"{spec}: a single image is not a video; pass its folder")
-        return [VideoSource(path, "video")]
+        return [VideoSource(path, "image" if path.suffix.lower() in IMAGE_SUFFIXES else "video")]
     if path.is_dir():
         if _children(path, IMAGE_SUFFIXES):
             return [VideoSource(path, "frames")]
@@ -74,7 +73,8 @@ def _resolve_path(path: Path, spec: str) -> list[VideoSource]:
 
 
 def resolve_input(spec: str) -> list[VideoSource]:
-    """Sources of one input: a video file, a folder of frames, a folder of videos or a glob."""
+    """Sources of one input: a video file, an image, a folder of frames, a folder of videos or a
+    glob (each image it matches is its own one-frame source)."""
     if glob.has_magic(spec):
         matches = sorted(glob.glob(spec), key=lambda p: _natural_key(Path(p)))
         if not matches:
@@ -117,10 +117,10 @@ class VideoInfo:
 def probe(source: VideoSource, frames_rate: Fraction = DEFAULT_FRAMES_FPS) -> VideoInfo:
     """Frame rate, size and (when the container declares it) frame count of a source.
 
-    A folder of frames has no frame rate of its own; it gets ``frames_rate``.
+    A folder of frames or an image has no frame rate of its own; it gets ``frames_rate``.
     """
-    if source.kind == "frames":
-        files = _children(source.path, IMAGE_SUFFIXES)
+    if source.kind in ("frames", "image"):
+        files = [source.path] if source.kind == "image" else _children(source.path, IMAGE_SUFFIXES)
         if not files:
             raise VideoInputError(f"{source.path}: folder contains no images")
         width, height = _read_image(files[0]).shape[1::-1]
@@ -197,6 +197,8 @@ class FrameStream:
         return self.info.rate
 
     def _frames(self) -> Iterator[np.ndarray]:
+        if self.source.kind == "image":
+            return iter([_read_image(self.source.path)])
         if self.source.kind == "frames":
             return _decode_frames(self.source.path)
         return _decode_video(self.source.path, self.info.num_frames)

@@ -1,4 +1,4 @@
-"""Draw tracked skeletons on frames and render overlay videos.
+"""Draw tracked skeletons on frames and render overlay videos (overlay images for images).
 
 Each track id gets a fixed, well separated colour (golden-ratio hue steps); limbs are the
 :data:`pavenet.data.joints.SKELETON` edges whose two joints reach the score threshold, joints are
@@ -7,6 +7,8 @@ filled discs, and the id is written above the person. Untracked people (id < 0) 
 from __future__ import annotations
 
 import colorsys
+import os
+import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -98,3 +100,22 @@ def render_video(source: VideoSource, people: Iterable[tuple[np.ndarray, list[in
         if next(predictions, None) is not None:
             raise VideoInputError(f"{source.path}: more predictions than the {writer.frames_written} frames")
     return writer.path
+
+
+def render_image(source: VideoSource, keypoints: np.ndarray, track_ids: Iterable[int],
+                 out_path: str | Path, joint_threshold: float = 0.3) -> Path:
+    """Write the overlay of a one-image source as PNG (temporary name, renamed when complete)."""
+    with FrameStream(source, queue_size=1) as stream:
+        frame = next(iter(stream))
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".png", dir=out_path.parent)
+    os.close(fd)
+    try:
+        Image.fromarray(draw_people(frame, keypoints, track_ids, joint_threshold)).save(tmp, format="PNG")
+        os.replace(tmp, out_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return out_path
