@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         est = PoseEstimator.from_checkpoint(args.weights, device=args.device, amp=args.amp,
                                             compile=args.compile_mode if args.compile else None, **options)
-    for index, source in enumerate(tqdm(sources, desc="videos", unit="video")):
+    for index, source in enumerate(tqdm(sources, desc="inputs", unit="input")):
         try:
             for path in _predict_one(est, source, index, args):
                 tqdm.write(f"wrote {path}")
