@@ -13,7 +13,8 @@ from pavenet.data.joints import MODEL, posetrack18_to_model
 from pavenet.eval.coco import evaluate_coco
 from pavenet.eval.posetrack import POSEVAL_JOINTS, evaluate_posetrack
 from pavenet.eval.posetrack_io import PoseTrackFormatError
-from pavenet.eval.writers import PredictedPerson, write_coco_results, write_posetrack_predictions
+from pavenet.eval.writers import (PredictedPerson, atomic_open, atomic_path, public_mode, write_coco_results,
+                                  write_posetrack_predictions)
 
 SEQ = "012834_mpii_test"
 
@@ -169,3 +170,20 @@ def test_cli_json_output(tmp_path, capsys):
     assert _load(tmp_path / "n.json")["mota"] is None
     assert cli_main(["eval", str(gt_dir), str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_atomic_writes_replace_on_success_and_keep_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "sub" / "out.json"
+    with atomic_open(target) as f:
+        f.write("first")
+    assert target.read_text() == "first" and (target.stat().st_mode & 0o777) == public_mode()
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_open(target) as f:
+            f.write("second, half written")
+            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_path(tmp_path / "sub" / "x.png", ".png") as tmp:
+            assert tmp.endswith(".png") and Path(tmp).parent == target.parent
+            Path(tmp).write_bytes(b"partial")
+            raise RuntimeError("boom")
+    assert target.read_text() == "first" and sorted(p.name for p in target.parent.iterdir()) == ["out.json"]

@@ -14,10 +14,10 @@ A row (one measured case) has the keys of :data:`ROW_KEYS`:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
+
+from pavenet.eval.writers import atomic_open
 
 ROW_KEYS = ("model", "mode", "people", "batch", "dtype", "compile", "median_ms", "p90_ms",
             "ms_per_frame", "frames_per_s", "gflops_per_frame", "tflops_per_s", "peak_fraction",
@@ -136,15 +136,8 @@ def markdown(report: dict) -> str:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file next to ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        f.write(text)
 
 
 def write_report(report: dict, out: Path) -> tuple[Path, Path]:

@@ -58,23 +58,34 @@ def public_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, newline: str | None = None) -> Iterator[TextIO]:
-    """Open a temporary text file next to ``path``; rename it to ``path`` when the block succeeds.
+def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[str]:
+    """A temporary file name next to ``path`` (ending in ``suffix``, for writers that pick the
+    format from it) to write by any means; renamed to ``path`` when the block succeeds.
 
     A failure inside the block removes the temporary file and leaves ``path`` untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
-            yield f
+        yield tmp
         os.chmod(tmp, public_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, newline: str | None = None) -> Iterator[TextIO]:
+    """Open a temporary text file next to ``path``; rename it to ``path`` when the block succeeds.
+
+    A failure inside the block removes the temporary file and leaves ``path`` untouched.
+    """
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline=newline) as f:
+        yield f
 
 
 def atomic_write_json(path: str | Path, payload: object) -> None:

@@ -7,8 +7,6 @@ filled discs, and the id is written above the person. Untracked people (id < 0) 
 from __future__ import annotations
 
 import colorsys
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -16,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from pavenet.data.joints import SKELETON
+from pavenet.eval.writers import atomic_path
 from pavenet.infer.video_io import FrameStream, VideoInputError, VideoSource
 from pavenet.infer.video_writer import VideoWriter
 
@@ -107,15 +106,6 @@ def render_image(source: VideoSource, keypoints: np.ndarray, track_ids: Iterable
     """Write the overlay of a one-image source as PNG (temporary name, renamed when complete)."""
     with FrameStream(source, queue_size=1) as stream:
         frame = next(iter(stream))
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".png", dir=out_path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out_path, ".png") as tmp:
         Image.fromarray(draw_people(frame, keypoints, track_ids, joint_threshold)).save(tmp, format="PNG")
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out_path
+    return Path(out_path)
