@@ -55,7 +55,7 @@ def by_kind(kernels: dict[str, float], steps: int) -> dict[str, float]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def profile(step, steps: int, device: torch.device) -> tuple[dict, str]:
+def profile(step, steps: int, device: torch.device) -> tuple[dict, torch.profiler.profile]:
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -68,8 +68,7 @@ def profile(step, steps: int, device: torch.device) -> tuple[dict, str]:
         path = Path(tmp) / "trace.json"
         prof.export_chrome_trace(str(path))
         trace = json.loads(path.read_text())
-    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
-    return trace, table
+    return trace, prof
 
 
 def report(label: str, wall_ms: float, kernels: dict[str, float], steps: int) -> str:
@@ -110,11 +109,11 @@ def main() -> None:
                         mode != "eager")
             step = bench.steps(case, case.compiled)[0]
             wall = time_callable(step, max(args.warmup, 2), args.steps, bench.sync).median_ms
-            trace, table = profile(step, args.steps, s.device)
+            trace, prof = profile(step, args.steps, s.device)
             label = f"{model} {case.mode}, {mode}, {args.people} people, {dtype}, {s.size[0]}x{s.size[1]}"
             print(report(label, wall, kernel_times(trace), args.steps), flush=True)
             if s.device.type != "cuda":
-                print(table, flush=True)
+                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12), flush=True)
 
 
 if __name__ == "__main__":
