@@ -99,11 +99,9 @@ def evaluate_model(model, cfg: Config, roots: dict[str, Path], out: Path, device
 
 def render_example(model, cfg: Config, root: Path, out: Path, device) -> tuple[Path, Path]:
     """Overlay video of the first val video and a still frame (PNG) from its middle."""
-    from PIL import Image
-
     from pavenet.infer.estimator import PoseEstimator
     from pavenet.infer.video_io import FrameStream, VideoSource
-    from pavenet.viz.overlay import draw_people, render_video
+    from pavenet.viz.overlay import render_video, write_overlay_png
 
     folder = sorted((root / "images" / "val").iterdir())[0]
     source = VideoSource(folder, "frames")
@@ -115,8 +113,7 @@ def render_example(model, cfg: Config, root: Path, out: Path, device) -> tuple[P
     mid = len(preds) // 2
     with FrameStream(source) as stream:
         frame = next(f for i, f in enumerate(stream) if i == mid)
-    still = out / "demo_frame.png"
-    Image.fromarray(draw_people(frame, people[mid][0], people[mid][1], RENDER_JOINT_THRESHOLD)).save(still)
+    still = write_overlay_png(frame, *people[mid], out / "demo_frame.png", RENDER_JOINT_THRESHOLD)
     return video, still
 
 

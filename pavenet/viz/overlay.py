@@ -101,11 +101,17 @@ def render_video(source: VideoSource, people: Iterable[tuple[np.ndarray, list[in
     return writer.path
 
 
-def render_image(source: VideoSource, keypoints: np.ndarray, track_ids: Iterable[int],
-                 out_path: str | Path, joint_threshold: float = 0.3) -> Path:
-    """Write the overlay of a one-image source as PNG (temporary name, renamed when complete)."""
-    with FrameStream(source, queue_size=1) as stream:
-        frame = next(iter(stream))
+def write_overlay_png(frame: np.ndarray, keypoints: np.ndarray, track_ids: Iterable[int],
+                      out_path: str | Path, joint_threshold: float = 0.3) -> Path:
+    """Write ``frame`` with the people drawn on it as PNG (temporary name, renamed when complete)."""
     with atomic_path(out_path, ".png") as tmp:
         Image.fromarray(draw_people(frame, keypoints, track_ids, joint_threshold)).save(tmp, format="PNG")
     return Path(out_path)
+
+
+def render_image(source: VideoSource, keypoints: np.ndarray, track_ids: Iterable[int],
+                 out_path: str | Path, joint_threshold: float = 0.3) -> Path:
+    """Write the overlay of a one-image source as PNG (see :func:`write_overlay_png`)."""
+    with FrameStream(source, queue_size=1) as stream:
+        frame = next(iter(stream))
+    return write_overlay_png(frame, keypoints, track_ids, out_path, joint_threshold)
