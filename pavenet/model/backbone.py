@@ -125,6 +125,16 @@ class Backbone(nn.Module):
         return features
 
 
+def build_backbone(name: str, out_indices: Sequence[int], frozen_stages: int = 0,
+                   frozen_bn: bool = False, pretrained_path: Optional[str] = None) -> nn.Module:
+    """The backbone named ``name``: a timm ``features_only`` model (:class:`Backbone`).
+
+    Every backbone exposes ``channels`` and ``strides`` (one per returned level) and maps
+    (N, 3, H, W) images to a list of (N, C_i, H_i, W_i) maps.
+    """
+    return Backbone(name, out_indices, frozen_stages, frozen_bn, pretrained_path)
+
+
 class MaskedGroupNorm(nn.GroupNorm):
     """GroupNorm whose statistics use only the valid (non-padding) positions.
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from .backbone import Backbone, ChannelMapper
+from .backbone import ChannelMapper, build_backbone
 from .denoising import DenoisingQueries, attention_mask, make_denoising_queries
 from .encoder import EncoderLayer, FrameMemory, SpatialEncoder, flatten_levels
 from .heads import PoseHeads
@@ -218,8 +218,8 @@ def build_model(cfg: ModelConfig) -> PAVENet:
     if cfg.arch != "pavenet":
         raise ValueError(f"build_model builds model.arch 'pavenet', not '{cfg.arch}'")
     bcfg = cfg.backbone
-    backbone = Backbone(bcfg.name, bcfg.out_indices, bcfg.frozen_stages, bcfg.frozen_bn,
-                        bcfg.pretrained_path)
+    backbone = build_backbone(bcfg.name, bcfg.out_indices, bcfg.frozen_stages, bcfg.frozen_bn,
+                              bcfg.pretrained_path)
     levels = len(backbone.channels) + bcfg.extra_levels
     if levels != cfg.num_levels:
         raise ValueError(f"model.num_levels={cfg.num_levels} but the backbone gives {levels} "
