@@ -77,6 +77,27 @@ class ModelConfig:
     dn_groups: int = 0
     dn_noise: float = 0.4
     embed_dim: int = 128
+    #: hidden widths of the encoder-proposal keypoint MLP (published: [512, 512, 512])
+    proposal_hidden: list[int] = field(default_factory=lambda: [256, 256])
+    #: encoder tokens whose centre lies outside (m, 1 - m) of the image on either axis are no
+    #: proposals (their memory zeroed before the proposal heads, never selected); published:
+    #: 0.01. 0 = only padding tokens are excluded (their features zeroed after the projection)
+    proposal_margin: float = 0.0
+    #: joint-decoder queries: "embedding" = the learned joint embedding only (published);
+    #: "person" = plus a projection of the person's pose-decoder feature
+    joint_query: Literal["embedding", "person"] = "person"
+    #: joint-decoder 2-D refinement: "per_frame" = one MLP D-D-D-2 per frame (published);
+    #: "shared" = one MLP D-D-2T for all frames
+    joint_refine: Literal["per_frame", "shared"] = "shared"
+    #: multi-frame attentions zero padding tokens "before_proj" of the value projection
+    #: (published; padded values then keep the bias) or "after_proj" (padding-invariant)
+    value_mask: Literal["before_proj", "after_proj"] = "after_proj"
+    #: lower bound of a pose box's width/height (normalised units of the padded maps) when it
+    #: scales the pose-aware sampling offsets (published: 1e-4; 0 = no bound)
+    pose_box_min: float = 0.0
+    #: channel-mapper normalisation: "masked" = GroupNorm statistics over the valid positions
+    #: only (padding-invariant, for batched inference); "plain" = nn.GroupNorm (published)
+    neck_norm: Literal["masked", "plain"] = "masked"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     vepe: VepeConfig = field(default_factory=VepeConfig)
 
@@ -113,9 +134,15 @@ class LossConfig:
 
 @dataclass
 class PostprocessConfig:
+    #: "nms_free": the top-k queries, joint score from sigma and visibility (the papers' claim);
+    #: "official": the released test-time rule (joint score from sigma as released, coordinates
+    #: clamped to the image and reweighted, OKS-NMS); see pavenet/model/postprocess.py
+    mode: Literal["nms_free", "official"] = "nms_free"
     top_k: int = 20
     #: people under this score are dropped and not tracked
     score_threshold: float = 0.3
+    #: OKS above which the lower-scoring of two people is suppressed (mode "official")
+    nms_oks: float = 0.45
 
 
 @dataclass
@@ -129,6 +156,9 @@ class DataConfig:
     train_max_size: int = 1333
     test_short_side: int = 800
     test_max_size: int = 1333
+    #: test-time resize: "antialias" = bilinear with antialiasing (PIL, on 8-bit frames);
+    #: "official" = bilinear without antialiasing on float frames, as the released pipeline
+    test_resize: Literal["antialias", "official"] = "antialias"
     rotation: float = 30.0
     flip: bool = True
     crop: bool = True

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "export": "export",
     "bench": "bench",
+    "convert": "convert",
 }
 
 

@@ -14,6 +14,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageEnhance
 
 from pavenet.data.joints import MODEL
@@ -37,11 +38,36 @@ class ClipParams:
 
 
 def resized_size(width: float, height: float, short_side: int, max_size: int) -> tuple[int, int]:
-    """(w, h) with the short side at ``short_side`` and the long side at most ``max_size``."""
-    scale = short_side / min(width, height)
-    if max(width, height) * scale > max_size:
-        scale = max_size / max(width, height)
-    return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+    """(w, h) with the short side at ``short_side`` and the long side at most ``max_size``.
+
+    The released pipeline's rule (mmcv ``rescale_size``): one scale factor
+    ``min(short_side / short, max_size / long)``, each side rounded half up.
+    """
+    scale = min(short_side / min(width, height), max_size / max(width, height))
+    return max(1, int(width * scale + 0.5)), max(1, int(height * scale + 0.5))
+
+
+RESIZE_MODES = ("antialias", "official")
+
+
+def resize_frames(frames: list[np.ndarray], size: tuple[int, int], mode: str = "antialias") -> torch.Tensor:
+    """RGB uint8 frames (H, W, 3) of one size -> (N, 3, h, w) normalised input of ``size`` (w, h).
+
+    ``antialias``: PIL bilinear on the 8-bit frames (antialiased when downscaling).
+    ``official``: bilinear without antialiasing on float frames (half-pixel centres, borders
+    clamped), as the released test pipeline resizes (cv2 ``INTER_LINEAR`` on float32 images).
+    """
+    if mode == "antialias":
+        return to_tensor([Image.fromarray(f).resize(size, Image.BILINEAR) for f in frames])
+    if mode != "official":
+        raise ValueError(f"unknown resize mode {mode!r}, expected one of {RESIZE_MODES}")
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float()
+    if (x.shape[-1], x.shape[-2]) != tuple(size):
+        x = F.interpolate(x, size=(size[1], size[0]), mode="bilinear", align_corners=False,
+                          antialias=False)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0
+    return (x - mean) / std
 
 
 def _geometry(p: ClipParams, width: int, height: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:

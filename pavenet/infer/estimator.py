@@ -15,10 +15,9 @@ from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
-from PIL import Image
 
 from pavenet.data.joints import MODEL
-from pavenet.data.transforms import resized_size, to_tensor
+from pavenet.data.transforms import resize_frames, resized_size
 from pavenet.infer.linker import LinkerConfig, WindowLinker, WindowPeople
 from pavenet.infer.smoothing import KeypointSmoother, SmoothingConfig
 from pavenet.infer.video_io import FrameStream, VideoSource, resolve_input
@@ -57,10 +56,11 @@ class PoseEstimator:
                  max_size: int, device: Optional[str | torch.device] = None,
                  linker: Optional[LinkerConfig] = None, smoothing: Optional[SmoothingConfig] = None,
                  cache: bool = True, amp: bool = False, stride: int = 1,
-                 compile: Optional[str] = None):
+                 compile: Optional[str] = None, resize: str = "antialias"):
         """``amp``: bfloat16 autocast on CUDA. ``compile``: a ``torch.compile`` mode for the
         network (:class:`pavenet.infer.compiled.CompiledNetwork`; "reduce-overhead" replays
-        CUDA graphs), None for eager."""
+        CUDA graphs), None for eager. ``resize``: the test-time resize
+        (:func:`pavenet.data.transforms.resize_frames`)."""
         from pavenet.engine.distributed import pick_device
         from pavenet.infer.compiled import CompiledNetwork
 
@@ -69,7 +69,7 @@ class PoseEstimator:
         if compile is not None:
             self.model = CompiledNetwork(self.model, compile)
         self.postprocessor = postprocessor
-        self.short_side, self.max_size = short_side, max_size
+        self.short_side, self.max_size, self.resize = short_side, max_size, resize
         self.linker_cfg = linker or LinkerConfig()
         self.smoothing = smoothing
         self.cache, self.amp, self.stride = cache, amp, stride
@@ -89,11 +89,12 @@ class PoseEstimator:
         """An estimator with the test-time resize, clip stride, top-k and person-score threshold of
         a :class:`pavenet.config.Config`. The threshold is applied by the linker (so a call can
         lower it), the post-processor keeps the top-k."""
-        from pavenet.model.postprocess import PostProcessor
+        from pavenet.model.postprocess import build_postprocessor
 
         kwargs.setdefault("stride", cfg.data.frame_stride)
         kwargs.setdefault("linker", LinkerConfig(score_threshold=cfg.postprocess.score_threshold))
-        post = PostProcessor(cfg.postprocess.top_k, score_threshold=0.0)
+        kwargs.setdefault("resize", cfg.data.test_resize)
+        post = build_postprocessor(cfg, score_threshold=0.0)
         return cls(model, post, cfg.data.test_short_side, cfg.data.test_max_size, device=device, **kwargs)
 
     @classmethod
@@ -118,8 +119,7 @@ class PoseEstimator:
         """RGB uint8 frames (H, W, 3) of one size -> (N, 3, h, w) normalised network input."""
         h, w = frames[0].shape[:2]
         size = resized_size(w, h, self.short_side, self.max_size)
-        images = [Image.fromarray(f).resize(size, Image.BILINEAR) for f in frames]
-        return to_tensor(images).to(self.device)
+        return resize_frames(frames, size, self.resize).to(self.device)
 
     def _autocast(self):
         from pavenet.engine.step import autocast_context

@@ -158,17 +158,23 @@ class ChannelMapper(nn.Module):
     """Map backbone levels to ``d`` channels (1x1 conv + GroupNorm) and add stride-2 levels.
 
     The first extra level is a 3x3 stride-2 conv on the last backbone map, each further one
-    on the previous extra level. Features are zeroed on padding before every conv, so a
-    conv near the image border reads the same zeros as at the map border.
+    on the previous extra level. With ``masked`` (padding-invariant), features are zeroed on
+    padding before every conv, so a conv near the image border reads the same zeros as at the
+    map border, GroupNorm statistics use the valid positions only and the outputs are zero on
+    padding. Without it (the published neck) the convs and a plain GroupNorm see every
+    position; both are the same on unpadded inputs.
 
     Args:
         in_channels: channels of the backbone levels.
         d_model: output channels D.
         extra_levels: number of added levels.
+        masked: padding-invariant normalisation (see above).
     """
 
-    def __init__(self, in_channels: Sequence[int], d_model: int, extra_levels: int = 1) -> None:
+    def __init__(self, in_channels: Sequence[int], d_model: int, extra_levels: int = 1,
+                 masked: bool = True) -> None:
         super().__init__()
+        self.masked = masked
         groups = math.gcd(32, d_model)
         # no conv bias: the GroupNorm that follows removes it (with one channel per group its
         # true gradient is zero, and Adam would turn the float noise into full-size updates)
@@ -196,10 +202,14 @@ class ChannelMapper(nn.Module):
                 x, conv = last, self.extra[i - len(self.proj)]
                 size = ((x.shape[-2] + 1) // 2, (x.shape[-1] + 1) // 2)
             level_mask = F.interpolate(mask[:, None].float(), size=size, mode="nearest")
-            valid = 1.0 - level_mask
-            x_mask = F.interpolate(mask[:, None].float(), size=x.shape[-2:], mode="nearest")
-            y = self.norms[i](conv(x * (1.0 - x_mask).to(x.dtype)), valid)
-            y = y * valid.to(y.dtype)
+            if self.masked:
+                valid = 1.0 - level_mask
+                x_mask = F.interpolate(mask[:, None].float(), size=x.shape[-2:], mode="nearest")
+                y = self.norms[i](conv(x * (1.0 - x_mask).to(x.dtype)), valid)
+                y = y * valid.to(y.dtype)
+            else:
+                y = F.group_norm(conv(x), self.norms[i].num_groups, self.norms[i].weight,
+                                 self.norms[i].bias, self.norms[i].eps)
             maps.append(y)
             masks.append(level_mask[:, 0] > 0.5)
             last = y if i >= len(self.proj) else last

@@ -1,7 +1,7 @@
 """The joint decoder: J joint queries per kept person, refined over the T frames of a clip.
 
-Joint j of a person starts from the learned joint embedding j plus a projection of the
-person's pose-decoder feature; each layer runs self-attention among the person's J joints,
+Joint j of a person starts from the learned joint embedding j (plus, optionally, a projection
+of the person's pose-decoder feature); each layer runs self-attention among the person's J joints,
 deformable cross-attention at the joint's location in each of the T frames (frames fused by
 one softmax), an FFN, and a per-frame 2-D refinement in inverse-sigmoid space.
 """
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoder import FrameMemory
-from .heads import MLP, inverse_sigmoid
+from .heads import MLP, FrameMLP, inverse_sigmoid
 from .pose_attention import FrameDeformAttn
 
 
@@ -26,21 +26,31 @@ def level_cell_scale(memory: FrameMemory, batch: int, num_frames: int) -> Tensor
 
 
 class JointHeads(nn.Module):
-    """Per-joint per-frame refinement, visibility and sigma from joint features (B, K, J, D)."""
+    """Per-joint per-frame refinement, visibility and sigma from joint features (B, K, J, D).
 
-    def __init__(self, d_model: int, num_frames: int) -> None:
+    ``per_frame``: the refinement is T separate MLPs D-D-D-2 (published); otherwise one
+    MLP D-D-2T shared by the frames.
+    """
+
+    def __init__(self, d_model: int, num_frames: int, per_frame: bool = False) -> None:
         super().__init__()
-        self.num_frames = num_frames
-        self.refine = MLP(d_model, [d_model], 2 * num_frames)
-        nn.init.zeros_(self.refine.layers[-1].weight)
-        nn.init.zeros_(self.refine.layers[-1].bias)
+        self.num_frames, self.per_frame = num_frames, per_frame
+        if per_frame:
+            self.refine = FrameMLP(d_model, [d_model, d_model], 2, num_frames, zero_last=True)
+        else:
+            self.refine = MLP(d_model, [d_model], 2 * num_frames)
+            nn.init.zeros_(self.refine.layers[-1].weight)
+            nn.init.zeros_(self.refine.layers[-1].bias)
         self.visibility = nn.Linear(d_model, num_frames)
         self.sigma = nn.Linear(d_model, 2 * num_frames)
 
     def forward(self, feats: Tensor, reference: Tensor) -> dict[str, Tensor]:
         """``reference`` (B, K, T, J, 2) -> keypoints/sigma (B, K, T, J, 2), visibility (B, K, T, J)."""
         t = self.num_frames
-        residual = self.refine(feats).unflatten(-1, (t, 2)).transpose(2, 3)
+        if self.per_frame:
+            residual = self.refine(feats).transpose(2, 3)
+        else:
+            residual = self.refine(feats).unflatten(-1, (t, 2)).transpose(2, 3)
         sigma = self.sigma(feats).unflatten(-1, (t, 2)).transpose(2, 3)
         return {
             "keypoints": torch.sigmoid(residual + inverse_sigmoid(reference)),
@@ -53,13 +63,13 @@ class JointDecoderLayer(nn.Module):
     """Post-norm layer: self-attention among a person's joints, multi-frame deformable attention, FFN."""
 
     def __init__(self, d_model: int, num_heads: int, num_levels: int, num_points: int,
-                 num_frames: int, ffn_dim: int, dropout: float) -> None:
+                 num_frames: int, ffn_dim: int, dropout: float, value_mask: str = "after_proj") -> None:
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout,
                                                batch_first=True)
         self.norm1 = nn.LayerNorm(d_model)
         self.cross_attn = FrameDeformAttn(d_model, num_heads, num_levels, num_points,
-                                          num_frames, zero_offsets=False)
+                                          num_frames, zero_offsets=False, value_mask=value_mask)
         self.norm2 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, ffn_dim)
         self.linear2 = nn.Linear(ffn_dim, d_model)
@@ -88,16 +98,18 @@ class JointDecoder(nn.Module):
     Args:
         layer: a layer to copy. heads: per-layer heads to copy.
         d_model: D. num_joints: J. num_layers: number of layers.
+        person_query: add a projection of the person's feature to the joint queries (False:
+            the learned joint embedding only, as published).
     """
 
     def __init__(self, layer: JointDecoderLayer, heads: JointHeads, d_model: int,
-                 num_joints: int, num_layers: int) -> None:
+                 num_joints: int, num_layers: int, person_query: bool = True) -> None:
         super().__init__()
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
         self.heads = nn.ModuleList(copy.deepcopy(heads) for _ in range(num_layers))
         self.joint_tgt = nn.Embedding(num_joints, d_model)
         self.joint_pos = nn.Embedding(num_joints, d_model)
-        self.person_proj = nn.Linear(d_model, d_model)
+        self.person_proj = nn.Linear(d_model, d_model) if person_query else None
 
     def forward(self, person: Tensor, reference: Tensor,
                 memory: FrameMemory) -> list[dict[str, Tensor]]:
@@ -105,7 +117,10 @@ class JointDecoder(nn.Module):
 
         Returns every layer's outputs for the K persons.
         """
-        tgt = self.person_proj(person)[:, :, None] + self.joint_tgt.weight[None, None]
+        b, k = reference.shape[:2]
+        tgt = self.joint_tgt.weight[None, None].expand(b, k, -1, -1)
+        if self.person_proj is not None:
+            tgt = self.person_proj(person)[:, :, None] + tgt
         pos = self.joint_pos.weight[None, None].expand_as(tgt)
         reference = reference.detach()
         outputs = []

@@ -232,18 +232,21 @@ def build_model(cfg: ModelConfig) -> PAVENet:
             raise ValueError(f"model.{key} must be >= 1, got {getattr(cfg, key)}")
     if cfg.dn_groups < 0 or cfg.dn_noise < 0:
         raise ValueError(f"model.dn_groups and model.dn_noise must be >= 0, got {cfg.dn_groups}, {cfg.dn_noise}")
-    mapper = ChannelMapper(backbone.channels, d, bcfg.extra_levels)
+    mapper = ChannelMapper(backbone.channels, d, bcfg.extra_levels, masked=cfg.neck_norm == "masked")
     enc_layer = EncoderLayer(d, heads, levels, cfg.enc_points, cfg.ffn_dim, cfg.dropout)
-    pose_layer = PoseDecoderLayer(d, heads, levels, j, t, cfg.ffn_dim, cfg.dropout)
+    pose_layer = PoseDecoderLayer(d, heads, levels, j, t, cfg.ffn_dim, cfg.dropout,
+                                  cfg.value_mask, cfg.pose_box_min)
     joint_layer = JointDecoderLayer(d, heads, levels, cfg.joint_dec_points, t, cfg.ffn_dim,
-                                    cfg.dropout)
+                                    cfg.dropout, cfg.value_mask)
+    joint_heads = JointHeads(d, t, per_frame=cfg.joint_refine == "per_frame")
     return PAVENet(
         backbone=backbone, mapper=mapper,
         encoder=SpatialEncoder(enc_layer, cfg.enc_layers),
-        query_init=QueryInit(d, cfg.num_queries, j),
+        query_init=QueryInit(d, cfg.num_queries, j, cfg.proposal_hidden, cfg.proposal_margin),
         pose_decoder=PoseDecoder(pose_layer, PoseHeads(d, cfg.refine_hidden, j, t),
                                  cfg.pose_dec_layers, pose_position(cfg)),
-        joint_decoder=JointDecoder(joint_layer, JointHeads(d, t), d, j, cfg.joint_dec_layers),
+        joint_decoder=JointDecoder(joint_layer, joint_heads, d, j, cfg.joint_dec_layers,
+                                   person_query=cfg.joint_query == "person"),
         d_model=d, num_levels=levels, num_frames=t,
         num_kept=min(cfg.num_kept, cfg.num_queries), embed_dim=cfg.embed_dim,
         heatmap_head=HeatmapHead(d, j) if cfg.heatmap_head else None,

@@ -30,13 +30,19 @@ class FrameDeformAttn(nn.Module):
         num_frames: T (per-frame offset and weight layers).
         zero_offsets: start offsets at exactly zero (pose decoder) instead of
             Deformable-DETR's radial grid (joint decoder).
+        value_mask: "after_proj" zeroes the projected values of padding tokens (they read as
+            zeros whatever the padding); "before_proj" zeroes the memory before the projection,
+            as the published model does (padded values then hold the projection's bias).
     """
 
     def __init__(self, d_model: int, num_heads: int, num_levels: int, num_points: int,
-                 num_frames: int, zero_offsets: bool) -> None:
+                 num_frames: int, zero_offsets: bool, value_mask: str = "after_proj") -> None:
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"d_model {d_model} is not divisible by num_heads {num_heads}")
+        if value_mask not in ("after_proj", "before_proj"):
+            raise ValueError(f"value_mask must be 'after_proj' or 'before_proj', got {value_mask!r}")
+        self.value_mask = value_mask
         self.d_model, self.num_heads, self.num_levels = d_model, num_heads, num_levels
         self.num_points, self.num_frames = num_points, num_frames
         n_samples = num_frames * num_heads * num_levels * num_points
@@ -62,8 +68,12 @@ class FrameDeformAttn(nn.Module):
             nn.init.zeros_(proj.bias)
 
     def project_value(self, memory: FrameMemory) -> Tensor:
-        """(B*T, S, D) memory -> (B*T, S, M, Dh) values, zero on padding tokens."""
-        value = self.value_proj(memory.memory).masked_fill(memory.padding_mask[..., None], 0.0)
+        """(B*T, S, D) memory -> (B*T, S, M, Dh) values, masked on padding (see ``value_mask``)."""
+        padding = memory.padding_mask[..., None]
+        if self.value_mask == "before_proj":
+            value = self.value_proj(memory.memory.masked_fill(padding, 0.0))
+        else:
+            value = self.value_proj(memory.memory).masked_fill(padding, 0.0)
         return value.unflatten(-1, (self.num_heads, self.d_model // self.num_heads))
 
     def sampling(self, query: Tensor, anchors: Tensor, scale: Tensor,

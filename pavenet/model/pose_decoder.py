@@ -14,10 +14,22 @@ from .pose_attention import FrameDeformAttn
 from .position_encoding import sine_encode
 
 
-def pose_box_scale(reference: Tensor) -> Tensor:
-    """Half the size (w, h) of each frame's pose box: (B, Q, T, J, 2) -> (B, Q, T, 1, 1, 2)."""
+def pose_box_scale(reference: Tensor, valid_ratios: Optional[Tensor] = None,
+                   min_size: float = 0.0) -> Tensor:
+    """Half the size (w, h) of each frame's pose box, in unpadded units.
+
+    ``reference`` (B, Q, T, J, 2) -> (B, Q, T, 1, 1, 2). With ``min_size`` > 0 the size is
+    bounded below by ``min_size`` in the units of each level's PADDED map, as the published
+    model does, which needs ``valid_ratios`` (B, T, L, 2) and gives (B, Q, T, L, 1, 2).
+    """
     size = reference.amax(dim=-2) - reference.amin(dim=-2)
-    return (0.5 * size)[:, :, :, None, None, :]
+    if min_size <= 0:
+        return (0.5 * size)[:, :, :, None, None, :]
+    if valid_ratios is None:
+        raise ValueError("pose_box_scale: min_size > 0 needs the valid ratios")
+    ratios = valid_ratios[:, None].to(size.dtype)
+    padded = (size[:, :, :, None] * ratios).clamp(min=min_size)
+    return (0.5 * padded / ratios)[:, :, :, :, None, :]
 
 
 class PosePosition(nn.Module):
@@ -53,13 +65,15 @@ class PoseDecoderLayer(nn.Module):
     """
 
     def __init__(self, d_model: int, num_heads: int, num_levels: int, num_joints: int,
-                 num_frames: int, ffn_dim: int, dropout: float) -> None:
+                 num_frames: int, ffn_dim: int, dropout: float, value_mask: str = "after_proj",
+                 box_min: float = 0.0) -> None:
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout,
                                                batch_first=True)
         self.norm1 = nn.LayerNorm(d_model)
         self.cross_attn = FrameDeformAttn(d_model, num_heads, num_levels, num_joints,
-                                          num_frames, zero_offsets=True)
+                                          num_frames, zero_offsets=True, value_mask=value_mask)
+        self.box_min = box_min
         self.norm2 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, ffn_dim)
         self.linear2 = nn.Linear(ffn_dim, d_model)
@@ -74,7 +88,9 @@ class PoseDecoderLayer(nn.Module):
         attn = self.self_attn(q, k, tgt, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
                               need_weights=False)[0]
         tgt = self.norm1(tgt + self.dropout(attn))
-        cross = self.cross_attn(tgt + pos, reference, pose_box_scale(reference), memory)
+        ratios = memory.valid_ratios.view(reference.shape[0], reference.shape[2], -1, 2)
+        scale = pose_box_scale(reference, ratios, self.box_min)
+        cross = self.cross_attn(tgt + pos, reference, scale, memory)
         tgt = self.norm2(tgt + self.dropout(cross))
         ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
         return self.norm3(tgt + self.dropout(ffn))

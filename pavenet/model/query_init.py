@@ -7,7 +7,7 @@ embedding.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +20,7 @@ class QueryInitResult(NamedTuple):
     """Proposals and initial queries.
 
     proposals: ``logits`` (B, S), ``keypoints`` (B, S, J, 2), ``sigma`` (B, S, J, 2),
-    ``token_mask`` (B, S) True on real tokens. reference: (B, Q, J, 2) detached.
+    ``token_mask`` (B, S) True on tokens that are proposals (not padding, not outside the margin). reference: (B, Q, J, 2) detached.
     tgt, pos: (B, Q, D) query content and position.
     """
 
@@ -37,19 +37,37 @@ class QueryInit(nn.Module):
         d_model: D.
         num_queries: Q.
         num_joints: J.
+        hidden: hidden widths of the proposal keypoint MLP.
+        margin: with ``margin`` > 0, tokens whose centre lies outside (margin, 1 - margin) on
+            either axis are no proposals, as in the published model: their memory (and that of
+            padding tokens) is zeroed before the projection, their keypoints are 1 (a reference
+            at +inf) and they are never selected. With 0, padding tokens only are excluded and
+            their projected features zeroed.
     """
 
-    def __init__(self, d_model: int, num_queries: int, num_joints: int) -> None:
+    def __init__(self, d_model: int, num_queries: int, num_joints: int,
+                 hidden: Sequence[int] = (256, 256), margin: float = 0.0) -> None:
         super().__init__()
-        self.num_queries, self.num_joints = num_queries, num_joints
+        if not 0.0 <= margin < 0.5:
+            raise ValueError(f"model.proposal_margin must be in [0, 0.5), got {margin}")
+        self.num_queries, self.num_joints, self.margin = num_queries, num_joints, margin
         self.enc_output = nn.Linear(d_model, d_model)
         self.enc_norm = nn.LayerNorm(d_model)
         self.cls = nn.Linear(d_model, 1)
         nn.init.constant_(self.cls.bias, focal_prior_bias())
-        self.keypoints = MLP(d_model, [d_model, d_model], 2 * num_joints)
+        self.keypoints = MLP(d_model, list(hidden), 2 * num_joints)
         self.sigma = nn.Linear(d_model, 2 * num_joints)
         self.tgt_embed = nn.Embedding(num_queries, d_model)
         self.pos_embed = nn.Embedding(num_queries, d_model)
+
+    def features(self, memory: Tensor, padding_mask: Tensor, centers: Tensor) -> tuple[Tensor, Tensor]:
+        """Projected token features (B, S, D) and the (B, S) mask of tokens that are no proposals."""
+        if self.margin <= 0:
+            feats = self.enc_norm(self.enc_output(memory)).masked_fill(padding_mask[..., None], 0.0)
+            return feats, padding_mask
+        inside = ((centers > self.margin) & (centers < 1.0 - self.margin)).all(-1)
+        invalid = padding_mask | ~inside
+        return self.enc_norm(self.enc_output(memory.masked_fill(invalid[..., None], 0.0))), invalid
 
     def forward(self, memory: Tensor, padding_mask: Tensor,
                 shapes: tuple[tuple[int, int], ...], valid_ratios: Tensor) -> QueryInitResult:
@@ -58,17 +76,20 @@ class QueryInit(nn.Module):
         if s < self.num_queries:
             raise ValueError(f"the key frame has {s} tokens, fewer than num_queries="
                              f"{self.num_queries}: use larger images or fewer queries")
-        feats = self.enc_norm(self.enc_output(memory)).masked_fill(padding_mask[..., None], 0.0)
-        centers = inverse_sigmoid(token_centers(shapes, valid_ratios)).to(feats.dtype)
+        centers = token_centers(shapes, valid_ratios)
+        feats, invalid = self.features(memory, padding_mask, centers)
+        anchor = inverse_sigmoid(centers).to(feats.dtype)
+        if self.margin > 0:
+            anchor = anchor.masked_fill(invalid[..., None], float("inf"))
         j = self.num_joints
-        keypoints = torch.sigmoid(self.keypoints(feats).view(b, s, j, 2) + centers[:, :, None])
+        keypoints = torch.sigmoid(self.keypoints(feats).view(b, s, j, 2) + anchor[:, :, None])
         proposals = {
             "logits": self.cls(feats).squeeze(-1),
             "keypoints": keypoints,
             "sigma": torch.sigmoid(self.sigma(feats).view(b, s, j, 2)),
-            "token_mask": ~padding_mask,
+            "token_mask": ~invalid,
         }
-        scores = proposals["logits"].detach().masked_fill(padding_mask, float("-inf"))
+        scores = proposals["logits"].detach().masked_fill(invalid, float("-inf"))
         index = scores.topk(self.num_queries, dim=1).indices
         reference = torch.gather(keypoints.detach(), 1, index[:, :, None, None].expand(-1, -1, j, 2))
         content = torch.gather(feats.detach(), 1, index[:, :, None].expand(-1, -1, feats.shape[-1]))
