@@ -10,8 +10,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval",
         help="PoseTrack mAP/MOTA with the official numbers, or COCO OKS AP (--coco)",
-        description="Evaluate PoseTrack18 prediction files (one JSON per sequence) against ground truth "
-                    "exactly as the official poseval code does, or COCO keypoint results with --coco.",
+        description="Evaluate PoseTrack prediction files (one JSON per sequence, each in the PoseTrack18 "
+                    "or the PoseTrack17 'annolist' layout) against ground truth exactly as "
+                    "the official poseval code does, or COCO keypoint results with --coco.",
     )
     p.add_argument("gt", help="ground-truth folder (or, with --coco, the ground-truth JSON)")
     p.add_argument("pred", help="prediction folder (or, with --coco, the results JSON)")

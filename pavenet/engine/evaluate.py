@@ -2,7 +2,8 @@
 
 Validation during training, ``pavenet test`` and the demo all go through
 :func:`predict_split`: the same streaming, cached, tracked inference as ``pavenet predict``,
-on every frame of every sequence, written as PoseTrack18 prediction files.
+on every frame of every sequence, written as prediction files in the ground truth's layout
+(PoseTrack18, or PoseTrack17 ``annolist`` for a PoseTrack17 split).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from tqdm import tqdm
 from pavenet.config import Config
 from pavenet.data.clips import load_image
 from pavenet.data.posetrack import Sequence
-from pavenet.eval.writers import PredictedPerson, write_posetrack_predictions
+from pavenet.eval.writers import PredictedPerson, write_annolist_predictions, write_posetrack_predictions
 from pavenet.infer.estimator import PoseEstimator
 
 
@@ -32,14 +33,18 @@ def read_frames(seq: Sequence) -> Iterator[np.ndarray]:
 
 def predict_sequence(est: PoseEstimator, seq: Sequence, out_path: Path, batch_size: int = 1,
                      score_threshold: Optional[float] = None) -> int:
-    """Write the tracked predictions of one sequence; returns the number of people written."""
+    """Write the tracked predictions of one sequence in the layout of its ground-truth file
+    (``seq.source``); returns the number of people written."""
     people: list[PredictedPerson] = []
     for pred in est.predict_frames(read_frames(seq), batch_size, score_threshold):
         image_id = seq.frames[pred.index].image_id
         people += [PredictedPerson(image_id, p.track_id, p.keypoints, p.score) for p in pred.people]
-    with open(seq.source) as f:
-        images = json.load(f)["images"]
-    write_posetrack_predictions(out_path, images, people)
+    with open(seq.source, encoding="utf-8") as f:
+        gt = json.load(f)
+    if "annolist" in gt:  # PoseTrack17 ground truth: predictions in its layout (image ids = positions)
+        write_annolist_predictions(out_path, gt["annolist"], people)
+    else:
+        write_posetrack_predictions(out_path, gt["images"], people)
     return len(people)
 
 

@@ -19,16 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from pavenet.data.joints import EVAL_GROUPS, MODEL
+from pavenet.data.posetrack17 import POSETRACK17
 from pavenet.eval.posetrack_ap import Detections, average_precision, match_frame
 from pavenet.eval.posetrack_io import Sequence, load_folders
 from pavenet.eval.posetrack_mota import MotCounts, mot_metrics, sequence_counts
 
-#: Joint names in the official evaluator's order (the order of its output tables and JSON).
-POSEVAL_JOINTS: tuple[str, ...] = (
-    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
-    "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist",
-    "head_bottom", "nose", "head_top",
-)
+#: Joint names in the official evaluator's order (the order of its output tables and JSON): the
+#: PoseTrack17 joint ids.
+POSEVAL_JOINTS: tuple[str, ...] = POSETRACK17.names
 
 
 def _number(value: float) -> float | None:
@@ -96,7 +94,8 @@ def evaluate_posetrack(
     strict: bool = False,
     per_sequence: bool = False,
 ) -> dict:
-    """Evaluate the prediction folder against the ground-truth folder (one JSON per sequence).
+    """Evaluate the prediction folder against the ground-truth folder (one JSON per sequence,
+    PoseTrack18 or PoseTrack17 ``annolist`` layout, any mix).
 
     ``tracking``: also compute MOTA/MOTP/precision/recall (predictions need track ids).
     ``strict``: the corrected metrics instead of the official numbers (docs/evaluation.md).

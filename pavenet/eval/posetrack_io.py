@@ -1,17 +1,25 @@
-"""Load PoseTrack18 ground-truth and prediction folders into arrays, as the official code sees them.
+"""Load PoseTrack ground-truth and prediction folders into arrays, as the official code sees them.
 
-The official evaluator (``poseval``) converts every PoseTrack18 file to the PoseTrack17 layout and
-then cleans it up. This module reproduces the outcome of that pipeline:
+Each file may be in the PoseTrack18 layout (``images``, ``annotations``, ``categories``) or the
+PoseTrack17 ``annolist`` layout, in any mix; a file holding ``annolist`` is read as PoseTrack17,
+as the official evaluator (``poseval``) decides. That evaluator converts every PoseTrack18 file to
+the PoseTrack17 layout and then cleans it up. This module reproduces the outcome of that pipeline:
 
-* a file's frames are its ``images`` in file order; a prediction file is paired with the
-  ground-truth file of the same name and its frames are aligned **by position**;
-* a keypoint slot counts as present unless it is exactly ``(0, 0, 0)``; the slots are mapped to
-  joints by the names in the file's ``categories`` block (ears are dropped);
-* per-joint prediction scores come from the ``scores`` list (``-9999`` when it is empty/missing);
-* frames without any ground-truth person are dropped together with their predictions;
+* a file's frames are its ``images`` (``annolist`` entries) in file order; a prediction file is
+  paired with the ground-truth file of the same name and its frames are aligned **by position**;
+* PoseTrack18: a keypoint slot counts as present unless it is exactly ``(0, 0, 0)``; the slots
+  are mapped to joints by the names in the file's ``categories`` block (ears are dropped);
+  per-joint prediction scores come from the ``scores`` list (``-9999`` when it is empty/missing);
+* PoseTrack17: a joint is present when its id (0..14, ``POSETRACK17``) is in the person's
+  ``annopoints[0].point`` list (``is_visible`` is not read); its score is the point's ``score``
+  (``-9999`` when missing); a person (``annorect`` entry) without an ``annopoints[0].point`` list
+  is dropped; fields are one-element lists (``"x": [12.5]``), as the official code reads ``[0]``;
+* ground-truth frames without any person (no annotation / an empty ``annorect``) are dropped
+  together with their predictions, whatever ``is_labeled`` says;
 * in frames with ignore regions, ground-truth and predicted joints strictly inside a region are
   removed, then people left without any joint are removed (only in those frames);
-* the head size of a ground-truth person is 0.6 x the diagonal of its ``bbox_head``.
+* the head size of a ground-truth person is 0.6 x the diagonal of its head box (``bbox_head``,
+  or ``x1 y1 x2 y2``).
 """
 from __future__ import annotations
 
@@ -25,12 +33,16 @@ from pathlib import Path
 import numpy as np
 
 from pavenet.data.joints import MODEL
+from pavenet.data.posetrack import AnnotationError
+from pavenet.data.posetrack17 import POSETRACK17, head_box, ignore_polygons, integer, rect_points
 from pavenet.eval.regions import inside_any, polygons_from_image
 from pavenet.errors import PavenetError
 
 #: Score the official code gives a predicted joint without a score.
 MIN_SCORE = -9999.0
 NUM_JOINTS = len(MODEL)
+#: Model joint of each PoseTrack17 joint id.
+_MODEL_OF_ID = [MODEL.index(name) for name in POSETRACK17.names]
 
 
 class PoseTrackFormatError(PavenetError, ValueError):
@@ -76,19 +88,40 @@ def _fail(path: Path, problem: str) -> PoseTrackFormatError:
     return PoseTrackFormatError(f"{path}: {problem}")
 
 
+@dataclass
+class FileFrame:
+    """One frame of one file (ground truth or prediction), before the two files are paired."""
+
+    image_id: int  #: PoseTrack18: the image id; PoseTrack17: the position in ``annolist``
+    label: str  #: how messages name the frame
+    evaluated: bool  #: ground truth: the frame has a person entry (the official cleanupData keeps it)
+    people: People
+    polygons: list  #: ignore regions (ground truth)
+
+
+_LAYOUTS = ("a PoseTrack18 file ('images', 'annotations' and 'categories' lists) "
+            "or a PoseTrack17 file (an 'annolist' list)")
+
+
 def _read_json(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except json.JSONDecodeError as e:
         raise _fail(path, f"not valid JSON ({e})") from e
+    except UnicodeDecodeError as e:
+        raise _fail(path, f"not UTF-8 text ({e})") from e
     if not isinstance(data, dict):
-        raise _fail(path, "expected a JSON object with 'images', 'annotations' and 'categories'")
+        raise _fail(path, f"expected a JSON object: {_LAYOUTS}")
     if "annolist" in data:
-        raise _fail(path, "PoseTrack17 'annolist' files are not supported; use the PoseTrack18 layout")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise _fail(path, f"missing or malformed '{key}' list")
+        if not isinstance(data["annolist"], list):
+            raise _fail(path, "'annolist' must be a list of frames")
+        return data
+    missing = [key for key in ("images", "annotations", "categories") if not isinstance(data.get(key), list)]
+    if len(missing) == 3:
+        raise _fail(path, f"no 'annolist' and no 'images' list: expected {_LAYOUTS}")
+    if missing:
+        raise _fail(path, f"missing or malformed '{missing[0]}' list")
     return data
 
 
@@ -105,6 +138,11 @@ def _joint_slots(path: Path, categories: list) -> tuple[np.ndarray, int]:
     return np.array([names.index(n) for n in MODEL.names], dtype=np.int64), len(names)
 
 
+def head_size(x1: float, y1: float, x2: float, y2: float) -> float:
+    """PCKh normaliser of a head box given by its corners: 0.6 x its diagonal."""
+    return 0.6 * float(np.linalg.norm(np.subtract([x2, y2], [x1, y1])))
+
+
 def _head_size(path: Path, ann: dict, annotated: bool) -> float:
     box = ann.get("bbox_head")
     if box is None:
@@ -116,7 +154,7 @@ def _head_size(path: Path, ann: dict, annotated: bool) -> float:
         x2, y2 = x1 + float(box[2]), y1 + float(box[3])
     except (TypeError, ValueError, IndexError) as e:
         raise _fail(path, f"annotation {ann.get('id')} has a malformed 'bbox_head'") from e
-    return 0.6 * float(np.linalg.norm(np.subtract([x2, y2], [x1, y1])))
+    return head_size(x1, y1, x2, y2)
 
 
 def _keypoints(path: Path, anns: list[dict], slots: np.ndarray, n_slots: int) -> np.ndarray:
@@ -153,11 +191,15 @@ def _track_id(path: Path, ann: dict) -> int:
     return int(tid)
 
 
+def _no_people() -> People:
+    return People(np.zeros((0, NUM_JOINTS, 2)), np.zeros((0, NUM_JOINTS), bool),
+                  np.zeros((0, NUM_JOINTS)), np.zeros(0, np.int64), np.zeros(0))
+
+
 def _people(path: Path, anns: list[dict], slots: np.ndarray, n_slots: int, is_gt: bool) -> People:
     n = len(anns)
     if n == 0:
-        return People(np.zeros((0, NUM_JOINTS, 2)), np.zeros((0, NUM_JOINTS), bool),
-                      np.zeros((0, NUM_JOINTS)), np.zeros(0, np.int64), np.zeros(0))
+        return _no_people()
     kp = _keypoints(path, anns, slots, n_slots)
     has = ~((kp[..., 0] == 0) & (kp[..., 1] == 0) & (kp[..., 2] == 0))
     score = np.empty((n, NUM_JOINTS))
@@ -170,13 +212,89 @@ def _people(path: Path, anns: list[dict], slots: np.ndarray, n_slots: int, is_gt
     return People(kp[..., :2].copy(), has, score, track, head)
 
 
-def _check_tracks(path: Path, image_id: int, people: People, missing_ok: bool, unique: bool) -> None:
+def _annolist_people(path: Path, where: str, rects: list, is_gt: bool) -> People:
+    """The people of one ``annolist`` entry's ``annorect`` (those with a ``point`` list)."""
+    xy, has, score, track, head = [], [], [], [], []
+    for r, rect in enumerate(rects):
+        at = f"{path}: {where}.annorect[{r}]"
+        if not isinstance(rect, dict):
+            raise AnnotationError(f"{at}: an annorect entry must be a dict")
+        points = rect_points(rect, at, strict=True)
+        if points is None:
+            continue
+        p_xy, p_has, p_score = np.zeros((NUM_JOINTS, 2)), np.zeros(NUM_JOINTS, bool), np.zeros(NUM_JOINTS)
+        for pt in points:
+            j = _MODEL_OF_ID[pt.joint]
+            if p_has[j]:
+                raise AnnotationError(f"{at}: joint id {pt.joint} appears twice")
+            p_xy[j], p_has[j] = (pt.x, pt.y), True
+            p_score[j] = MIN_SCORE if pt.score is None else pt.score
+        size = float("nan")
+        if is_gt:
+            box = head_box(rect, at, strict=True)
+            if box is not None:
+                size = head_size(*box)
+            elif p_has.any():
+                raise AnnotationError(f"{at}: a person with points needs the head box 'x1', 'y1', 'x2', 'y2'")
+        xy.append(p_xy)
+        has.append(p_has)
+        score.append(p_score)
+        track.append(integer(rect["track_id"], "track_id", at, strict=True) if "track_id" in rect else -1)
+        head.append(size)
+    if not xy:
+        return _no_people()
+    return People(np.array(xy), np.array(has), np.array(score), np.array(track, dtype=np.int64), np.array(head))
+
+
+def _posetrack17_frames(path: Path, data: dict, is_gt: bool) -> list[FileFrame]:
+    frames = []
+    for k, entry in enumerate(data["annolist"]):
+        where = f"annolist[{k}]"
+        if not isinstance(entry, dict):
+            raise _fail(path, f"{where} must be a dict")
+        rects = entry.get("annorect")
+        if not isinstance(rects, list):
+            raise _fail(path, f"{where}: missing or malformed 'annorect' list")
+        people = _annolist_people(path, where, rects, is_gt)
+        polygons = []
+        if is_gt:
+            polygons = [(p[:, 0], p[:, 1]) for p in ignore_polygons(entry, f"{path}: {where}", strict=True)]
+        frames.append(FileFrame(k, where, bool(rects), people, polygons))
+    return frames
+
+
+def _posetrack18_frames(path: Path, data: dict, is_gt: bool) -> list[FileFrame]:
+    slots, n_slots = _joint_slots(path, data["categories"])
+    by_image = _group(data["annotations"])
+    frames = []
+    for img in data["images"]:
+        if not isinstance(img, dict) or "id" not in img:
+            raise _fail(path, "an image entry has no 'id'")
+        anns = by_image.get(img["id"], [])
+        people = _people(path, anns, slots, n_slots, is_gt)
+        polygons = polygons_from_image(img) if is_gt and anns else []
+        frames.append(FileFrame(img["id"], f"frame {img['id']}", bool(anns), people, polygons))
+    return frames
+
+
+def read_frames(path: Path, is_gt: bool) -> list[FileFrame]:
+    """The frames of one ground-truth (``is_gt``) or prediction file, in either layout."""
+    data = _read_json(path)
+    try:
+        if "annolist" in data:
+            return _posetrack17_frames(path, data, is_gt)
+        return _posetrack18_frames(path, data, is_gt)
+    except AnnotationError as e:
+        raise PoseTrackFormatError(str(e)) from None
+
+
+def _check_tracks(path: Path, frame: str, people: People, missing_ok: bool, unique: bool) -> None:
     if not missing_ok and (people.track < 0).any() and len(people):
-        raise _fail(path, f"frame {image_id}: a person has no 'track_id' (needed for tracking)")
+        raise _fail(path, f"{frame}: a person has no 'track_id' (needed for tracking)")
     if unique:
         ids = people.track[people.track >= 0]
         if np.unique(ids).size != ids.size:
-            raise _fail(path, f"frame {image_id}: track ids are not unique within the frame")
+            raise _fail(path, f"{frame}: track ids are not unique within the frame")
 
 
 def _remove_ignored(people: People, polygons: list) -> People:
@@ -198,32 +316,21 @@ def _group(annotations: list) -> dict[int, list[dict]]:
 
 
 def load_sequence(gt_path: Path, pred_path: Path, need_tracks: bool = True) -> Sequence:
-    """Load one ground-truth file and its prediction file into a :class:`Sequence`."""
+    """Load one ground-truth file and its prediction file (either layout each) into a :class:`Sequence`."""
     gt_path, pred_path = Path(gt_path), Path(pred_path)
     if not pred_path.is_file():
         raise FileNotFoundError(f"prediction file {pred_path} does not exist (ground truth: {gt_path})")
-    gt, pr = _read_json(gt_path), _read_json(pred_path)
-    if len(gt["images"]) != len(pr["images"]):
-        raise _fail(pred_path, f"{len(pr['images'])} prediction frames but {len(gt['images'])} "
-                               f"ground-truth frames in {gt_path}")
-    gt_slots, gt_n = _joint_slots(gt_path, gt["categories"])
-    pr_slots, pr_n = _joint_slots(pred_path, pr["categories"])
-    gt_by, pr_by = _group(gt["annotations"]), _group(pr["annotations"])
+    gt, pr = read_frames(gt_path, is_gt=True), read_frames(pred_path, is_gt=False)
+    if len(gt) != len(pr):
+        raise _fail(pred_path, f"{len(pr)} prediction frames but {len(gt)} ground-truth frames in {gt_path}")
     frames = []
-    for gt_img, pr_img in zip(gt["images"], pr["images"]):
-        if not isinstance(gt_img, dict) or "id" not in gt_img:
-            raise _fail(gt_path, "an image entry has no 'id'")
-        if not isinstance(pr_img, dict) or "id" not in pr_img:
-            raise _fail(pred_path, "an image entry has no 'id'")
-        pred = _people(pred_path, pr_by.get(pr_img["id"], []), pr_slots, pr_n, is_gt=False)
-        _check_tracks(pred_path, pr_img["id"], pred, missing_ok=not need_tracks, unique=need_tracks)
-        gt_anns = gt_by.get(gt_img["id"], [])
-        if not gt_anns:
+    for g, p in zip(gt, pr):
+        _check_tracks(pred_path, p.label, p.people, missing_ok=not need_tracks, unique=need_tracks)
+        if not g.evaluated:
             continue
-        truth = _people(gt_path, gt_anns, gt_slots, gt_n, is_gt=True)
-        _check_tracks(gt_path, gt_img["id"], truth, missing_ok=not need_tracks, unique=False)
-        polygons = polygons_from_image(gt_img)
-        frames.append(Frame(int(gt_img["id"]), _remove_ignored(truth, polygons), _remove_ignored(pred, polygons)))
+        _check_tracks(gt_path, g.label, g.people, missing_ok=not need_tracks, unique=False)
+        frames.append(Frame(int(g.image_id), _remove_ignored(g.people, g.polygons),
+                            _remove_ignored(p.people, g.polygons)))
     return Sequence(gt_path.name.split(".")[0], frames)
 
 

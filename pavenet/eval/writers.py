@@ -1,6 +1,6 @@
-"""Prediction writers: PoseTrack18 per-sequence JSON and COCO keypoint results JSON.
+"""Prediction writers: PoseTrack18 and PoseTrack17 (``annolist``) per-sequence JSON, COCO results JSON.
 
-Both take :class:`PredictedPerson` records (15 model joints, pixels, per-joint scores) and write
+All take :class:`PredictedPerson` records (15 model joints, pixels, per-joint scores) and write
 atomically (temporary file in the target folder, then rename).
 """
 from __future__ import annotations
@@ -17,11 +17,16 @@ from typing import TextIO
 import numpy as np
 
 from pavenet.data.joints import MODEL, POSETRACK18, model_to_posetrack18
+from pavenet.data.posetrack17 import POSETRACK17
 
 #: Track ids must stay below this for the official evaluator (it offsets ids per sequence).
 MAX_TRACK_ID = 10000
 #: Image fields copied from the ground-truth image entries into a prediction file.
 IMAGE_FIELDS = ("id", "file_name", "frame_id", "vid_id", "nframes", "is_labeled", "width", "height")
+#: Frame fields copied from the ground-truth ``annolist`` entries into a PoseTrack17 prediction file.
+ANNOLIST_FIELDS = ("image", "imgnum")
+#: Model joint of each PoseTrack17 joint id.
+_MODEL_OF_ID = [MODEL.index(name) for name in POSETRACK17.names]
 
 POSETRACK18_CATEGORY = {
     "supercategory": "person",
@@ -143,6 +148,42 @@ def write_posetrack_predictions(path: str | Path, images: Sequence[Mapping], peo
     _check_tracks(people, {e["id"] for e in entries})
     annotations = [posetrack_annotation(p, k) for k, p in enumerate(people)]
     atomic_write_json(path, {"images": entries, "annotations": annotations, "categories": [POSETRACK18_CATEGORY]})
+
+
+def annolist_rect(person: PredictedPerson) -> dict:
+    """The PoseTrack17 ``annorect`` entry of one predicted person.
+
+    One point per joint (ids 0..14) with one-element lists ``id``, ``x``, ``y``, ``score``; a joint
+    that is exactly ``(0, 0, 0)`` is left out, as the official converter leaves out such a
+    PoseTrack18 slot, so both writers give the evaluator the same joints.
+    """
+    points = []
+    for jid, m in enumerate(_MODEL_OF_ID):
+        x, y, s = (float(v) for v in person.keypoints[m])
+        if x == 0 and y == 0 and s == 0:
+            continue
+        points.append({"id": [jid], "x": [x], "y": [y], "score": [s]})
+    return {"track_id": [int(person.track_id)], "score": [float(person.score)], "annopoints": [{"point": points}]}
+
+
+def write_annolist_predictions(path: str | Path, frames: Sequence[Mapping], people: Iterable[PredictedPerson]) -> None:
+    """Write one sequence's predictions as a PoseTrack17 ``annolist`` file the official evaluator accepts.
+
+    ``frames``: the ground truth's ``annolist`` entries in file order (their ``image`` and
+    ``imgnum`` are copied; the official evaluator aligns frames by position). ``people``: the
+    predictions, each with ``image_id`` = the position of its frame in ``frames`` (the ids
+    ``pavenet.data.posetrack17.load_posetrack17`` gives). Every entry gets an ``annorect`` list.
+    """
+    entries = []
+    for k, frame in enumerate(frames):
+        if not isinstance(frame, Mapping):
+            raise ValueError(f"annolist entry {k} is not a dict (copy the entries from the ground truth)")
+        entries.append({**{key: frame[key] for key in ANNOLIST_FIELDS if key in frame}, "annorect": []})
+    people = list(people)
+    _check_tracks(people, set(range(len(entries))))
+    for p in people:
+        entries[int(p.image_id)]["annorect"].append(annolist_rect(p))
+    atomic_write_json(path, {"annolist": entries})
 
 
 def coco_result(person: PredictedPerson, category_id: int = 1) -> dict:
