@@ -127,11 +127,19 @@ class Backbone(nn.Module):
 
 def build_backbone(name: str, out_indices: Sequence[int], frozen_stages: int = 0,
                    frozen_bn: bool = False, pretrained_path: Optional[str] = None) -> nn.Module:
-    """The backbone named ``name``: a timm ``features_only`` model (:class:`Backbone`).
+    """The backbone named ``name``.
+
+    ``swin_{tiny,small,base,large}_mmdet``: :class:`pavenet.model.swin.SwinBackbone`, mmdet's
+    Swin Transformer layout (released PETR / PAVE-Net Swin weights load by stripping
+    ``backbone.``); ``out_indices`` are its stage indices 0..3 and ``frozen_bn`` is moot (no
+    BatchNorm). Any other name: a timm ``features_only`` model (:class:`Backbone`).
 
     Every backbone exposes ``channels`` and ``strides`` (one per returned level) and maps
     (N, 3, H, W) images to a list of (N, C_i, H_i, W_i) maps.
     """
+    from .swin import SWIN_VARIANTS, build_swin  # swin.py imports this module
+    if name in SWIN_VARIANTS:
+        return build_swin(name, out_indices, frozen_stages, pretrained_path)
     return Backbone(name, out_indices, frozen_stages, frozen_bn, pretrained_path)
 
 
