@@ -213,3 +213,36 @@ def test_convert_cli_writes_a_checkpoint_folder_that_weights_accepts(tmp_path, c
     again.load_state_dict(load_file(str(tmp_path / "conv" / "model.safetensors")), strict=True)
     assert torch.equal(again.query_init.cls.weight, state["bbox_head.cls_branches.3.weight"])
     assert sorted(p.name for p in (tmp_path / "conv").iterdir()) == ["config.yaml", "model.safetensors"]
+
+
+def test_released_swin_checkpoint_converts_and_an_r50_config_refuses_it(tmp_path, capsys) -> None:
+    """A released-layout PAVE-Net with an mmdet Swin backbone (the tiny size stands in for Swin-L:
+    same names, fewer blocks): backbone.X -> backbone.X, the neck takes Swin's channels."""
+    from pavenet.model.swin import build_swin
+
+    cfg_path = tmp_path / "swin_tiny.yaml"
+    cfg_path.write_text(f"_base_: {R50.parent / 'pavenet_swinl.yaml'}\n"
+                        "model:\n  backbone:\n    name: swin_tiny_mmdet\n")
+    swin = build_swin("swin_tiny_mmdet", [1, 2, 3], 0, None)
+    state = {k: v for k, v in manifest_state("official_pavenet_r50_keys.tsv").items()
+             if not k.startswith(("backbone.", "neck."))}
+    gen = torch.Generator().manual_seed(5)
+    state.update({f"backbone.{k}": torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
+                  for k, v in swin.state_dict().items()})
+    for i, c in enumerate(swin.channels):
+        state[f"neck.convs.{i}.conv.weight"] = torch.randn(256, c, 1, 1, generator=gen)
+        state[f"neck.convs.{i}.gn.weight"], state[f"neck.convs.{i}.gn.bias"] = torch.ones(256), torch.zeros(256)
+    state["neck.extra_convs.0.conv.weight"] = torch.randn(256, swin.channels[-1], 3, 3, generator=gen)
+    state["neck.extra_convs.0.gn.weight"], state["neck.extra_convs.0.gn.bias"] = torch.ones(256), torch.zeros(256)
+    src = tmp_path / "swin.pth"
+    torch.save({"state_dict": state}, src)
+    report = convert_checkpoint(src, tmp_path / "out", config=cfg_path)
+    assert report.used + len(report.dropped) == len(state)
+    assert report.config.postprocess.top_k == 100
+    from pavenet.engine.weights import load_checkpoint_model
+
+    model, _ = load_checkpoint_model(str(tmp_path / "out"))
+    key = "stages.2.blocks.1.attn.w_msa.relative_position_bias_table"
+    assert torch.equal(model.backbone.state_dict()[key], state["backbone." + key])
+    code, err = _cli(str(src), "--out", str(tmp_path / "r50"), capsys=capsys)
+    assert code == 2 and "missing" in err and "backbone." in err
