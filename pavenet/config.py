@@ -98,6 +98,12 @@ class ModelConfig:
     #: channel-mapper normalisation: "masked" = GroupNorm statistics over the valid positions
     #: only (padding-invariant, for batched inference); "plain" = nn.GroupNorm (published)
     neck_norm: Literal["masked", "plain"] = "masked"
+    #: queries the joint decoder refines in training: "matched" = every query the matcher
+    #: assigns to a person (released), "topk" = the num_kept best-scoring ones (as at inference)
+    joint_train: Literal["topk", "matched"] = "topk"
+    #: detach the reference poses between decoder layers (Deformable-DETR); the released model
+    #: lets gradients flow through them (false)
+    detach_references: bool = True
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     vepe: VepeConfig = field(default_factory=VepeConfig)
 
@@ -105,6 +111,9 @@ class ModelConfig:
 @dataclass
 class MatcherConfig:
     mode: Literal["clip", "keyframe"] = "clip"
+    #: OKS sigmas of the matcher and the OKS loss: "evaluation" (PoseTrack's) or "released"
+    #: (the released code's: 0.079 for head_bottom and head_top instead of 0.025)
+    oks_sigmas: Literal["evaluation", "released"] = "evaluation"
     cost_class: float = 2.0
     cost_keypoint: float = 70.0
     cost_oks: float = 7.0
@@ -113,6 +122,10 @@ class MatcherConfig:
 @dataclass
 class LossConfig:
     keypoint_loss: Literal["rle", "l1"] = "rle"
+    #: RLE form: "released" = residual log(sigma sqrt(2 pi)) + |e| / sqrt(2), flow prior
+    #: N(0.5, I), one flow per stage (proposals, pose decoder, joint decoder), normalised per
+    #: coordinate; "pavenet" = log(2 sigma) + |e|, N(0, I), one shared flow, per joint
+    rle: Literal["pavenet", "released"] = "pavenet"
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     weight_class: float = 0.5

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pavenet.data.joints import RELEASED_NMS_SIGMAS
+from pavenet.data.joints import RELEASED_OKS_SIGMAS
 from pavenet.data.transforms import resize_frames
 from pavenet.model.backbone import ChannelMapper
 from pavenet.model.encoder import FrameMemory, token_centers
@@ -162,7 +162,7 @@ def test_oks_nms_against_a_loop_over_pairs() -> None:
     poses[5] = poses[2] + 0.5
     poses[9] = poses[2] - 0.3
     scores = torch.rand(12, generator=gen)
-    sig = torch.as_tensor(RELEASED_NMS_SIGMAS)
+    sig = torch.as_tensor(RELEASED_OKS_SIGMAS)
     oks = pose_oks_matrix(poses, sig)
     p = poses.double().numpy()
     for a in range(12):
@@ -170,7 +170,7 @@ def test_oks_nms_against_a_loop_over_pairs() -> None:
             area_a = np.ptp(p[a, :, 0]) * np.ptp(p[a, :, 1])
             area_b = np.ptp(p[b, :, 0]) * np.ptp(p[b, :, 1])
             d2 = ((p[a] - p[b]) ** 2).sum(-1)
-            e = d2 / (2 * RELEASED_NMS_SIGMAS) ** 2 / ((area_a + area_b) / 2 + np.spacing(1)) / 2
+            e = d2 / (2 * RELEASED_OKS_SIGMAS) ** 2 / ((area_a + area_b) / 2 + np.spacing(1)) / 2
             assert oks[a, b].item() == pytest.approx(np.exp(-e).mean(), rel=1e-12)
     keep = oks_nms(poses, scores, 0.45, sig).tolist()
     order = np.argsort(-scores.numpy(), kind="stable").tolist()

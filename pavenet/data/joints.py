@@ -75,9 +75,10 @@ OKS_SIGMAS = np.array(
     dtype=np.float64,
 )
 
-#: OKS sigmas of the released PAVE-Net's test-time OKS-NMS (its list divided by 10): equal to
-#: :data:`OKS_SIGMAS` except head_bottom and head_top (0.079 instead of 0.025).
-RELEASED_NMS_SIGMAS = np.array(
+#: OKS sigmas of the released PAVE-Net's code (its matcher, OKS loss and test-time OKS-NMS; its
+#: list divided by 10): equal to :data:`OKS_SIGMAS` except head_bottom and head_top (0.079
+#: instead of 0.025).
+RELEASED_OKS_SIGMAS = np.array(
     [0.026, 0.079, 0.079, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062,
      0.107, 0.107, 0.087, 0.087, 0.089, 0.089],
     dtype=np.float64,

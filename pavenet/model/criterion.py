@@ -2,7 +2,10 @@
 
 Every output dict (the top level, each ``aux_outputs`` entry, ``enc_outputs``) goes through the
 same losses. Dicts with ``logits`` get their own Hungarian matching; joint-decoder entries (no
-``logits``) reuse the top-level matching restricted to their ``query_mask``. The encoder
+``logits``) reuse the matching of the top level's logits restricted to their ``query_mask``.
+When the top level shares its ``logits`` with an ``aux_outputs`` entry (PAVE-Net: the last
+pose-decoder layer), that entry's matching is the top level's, restricted to the refined queries
+(``kept_index``), and the class loss is counted once, as the released code does. The encoder
 proposals are single-frame poses expanded over the clip, so they are always matched and
 supervised on the key frame only. Denoising queries (``dn_outputs``, suffix ``_dn{i}``) are not
 matched: each reconstructs the track in ``dn_track``, with the same losses and weights, positive
@@ -30,10 +33,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pavenet.config import Config
+from pavenet.model.classification import sigmoid_focal_loss, varifocal_loss
 from pavenet.model.heatmap import centernet_focal_loss, heatmap_targets
-from pavenet.model.matcher import HungarianMatcher, Indices, build_matcher, supervision
+from pavenet.model.matcher import HungarianMatcher, Indices, build_matcher, matcher_sigmas, supervision
 from pavenet.model.oks import oks, oks_sigmas
 from pavenet.model.rle import RLELoss
+
+
+#: the keypoint-loss stages that get their own RLE flow with ``rle="released"``
+STAGES = ("enc", "dec", "joint")
 
 
 def reduced_count(value: Tensor) -> Tensor:
@@ -61,24 +69,6 @@ class Matched:
     ignored: Tensor  # (N, T, J) joints inside ignore regions: left out of the visibility loss
 
 
-def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float, gamma: float) -> Tensor:
-    """Element-wise sigmoid focal loss (RetinaNet)."""
-    prob = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p_t = prob * targets + (1 - prob) * (1 - targets)
-    loss = ce * (1 - p_t).pow(gamma)
-    return loss * (alpha * targets + (1 - alpha) * (1 - targets))
-
-
-def varifocal_loss(logits: Tensor, quality: Tensor, positive: Tensor, alpha: float, gamma: float) -> Tensor:
-    """Element-wise varifocal loss (VarifocalNet): BCE towards ``quality`` on positives, weighted
-    by that quality; down-weighted focal BCE towards 0 (``alpha * p ** gamma``) on negatives."""
-    prob = logits.sigmoid().detach()
-    target = torch.where(positive, quality, torch.zeros_like(quality))
-    weight = torch.where(positive, quality, alpha * prob.pow(gamma))
-    return F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight
-
-
 class SetCriterion(nn.Module):
     """Losses of the set prediction (see the module docstring).
 
@@ -98,6 +88,9 @@ class SetCriterion(nn.Module):
             ``"oks"`` (varifocal loss towards the detached OKS of the matched prediction, so the
             score ranks poses by quality; ``focal_alpha`` then weighs the negatives).
         heatmap_sigma: width of the heatmap targets, in cells.
+        rle: ``"pavenet"`` (one shared flow, per-joint normaliser) or ``"released"`` (the
+            released residual and prior, one flow per stage: encoder proposals, pose decoder,
+            joint decoder; normalised per coordinate), see :mod:`pavenet.model.rle`.
     """
 
     def __init__(
@@ -112,6 +105,7 @@ class SetCriterion(nn.Module):
         enc_one_to_many: int = 1,
         class_target: str = "binary",
         heatmap_sigma: float = 1.0,
+        rle: str = "pavenet",
     ) -> None:
         super().__init__()
         if keypoint_loss not in ("rle", "l1"):
@@ -131,7 +125,13 @@ class SetCriterion(nn.Module):
         self.focal_gamma = focal_gamma
         self.margin = consistency_margin
         self.sigmas = None if sigmas is None else torch.as_tensor(sigmas, dtype=torch.float32)
-        self.rle = RLELoss() if keypoint_loss == "rle" else None
+        self.rle_variant = rle
+        if keypoint_loss != "rle":
+            self.rle = None
+        elif rle == "released":
+            self.rle = nn.ModuleDict({stage: RLELoss(variant="released") for stage in STAGES})
+        else:
+            self.rle = RLELoss(variant=rle)
         self.enc_one_to_many = enc_one_to_many
         self.class_target = class_target
         self.heatmap_sigma = heatmap_sigma
@@ -189,13 +189,16 @@ class SetCriterion(nn.Module):
         total = ((pred - m.keypoints).abs().sum(-1) * weight).sum()
         return total / reduced_count(2.0 * weight.sum())
 
-    def loss_keypoints_rle(self, out: dict, m: Matched) -> Tensor:
-        """RLE negative log-likelihood averaged over the supervised annotated joints."""
+    def loss_keypoints_rle(self, out: dict, m: Matched, stage: str = "dec") -> Tensor:
+        """RLE negative log-likelihood averaged over the supervised annotated joints (over their
+        coordinates with the released form), with the flow of ``stage`` (enc, dec, joint)."""
         pred = out["keypoints"][m.batch, m.query]
         sigma = out["sigma"][m.batch, m.query]
         weight = m.joints.to(torch.float32)
-        loss = self.rle(pred[m.joints], sigma[m.joints], m.keypoints[m.joints])
-        return loss.sum() / reduced_count(weight.sum())
+        released = self.rle_variant == "released"
+        rle = self.rle[stage] if released else self.rle
+        loss = rle(pred[m.joints], sigma[m.joints], m.keypoints[m.joints])
+        return loss.sum() / reduced_count(weight.sum() * (2.0 if released else 1.0))
 
     def loss_oks(self, out: dict, m: Matched) -> Tensor:
         """1 - OKS averaged over the (pair, frame) instances with an annotated joint."""
@@ -244,15 +247,16 @@ class SetCriterion(nn.Module):
             count += int(joints.sum())
         return total / reduced_count(torch.tensor(float(count), device=logits.device))
 
-    def layer_losses(self, out: dict, m: Matched, num_tracks: Tensor, valid: Optional[Tensor]) -> dict[str, Tensor]:
+    def layer_losses(self, out: dict, m: Matched, num_tracks: Tensor, valid: Optional[Tensor],
+                     stage: str = "dec", class_loss: bool = True) -> dict[str, Tensor]:
         """Unweighted losses of one output dict (only those with a non-zero weight and inputs)."""
         losses: dict[str, Tensor] = {}
         w = self.weights
-        if w.get("loss_class", 0) and "logits" in out:
+        if w.get("loss_class", 0) and "logits" in out and class_loss:
             losses["loss_class"] = self.loss_class(out, m, num_tracks, valid)
         if w.get("loss_kpt", 0):
             rle = self.keypoint_loss == "rle"
-            losses["loss_kpt"] = self.loss_keypoints_rle(out, m) if rle else self.loss_keypoints_l1(out, m)
+            losses["loss_kpt"] = self.loss_keypoints_rle(out, m, stage) if rle else self.loss_keypoints_l1(out, m)
         if w.get("loss_oks", 0):
             losses["loss_oks"] = self.loss_oks(out, m)
         if w.get("loss_vis", 0) and "visibility" in out:
@@ -281,34 +285,58 @@ class SetCriterion(nn.Module):
                 result[f"{name}_dn{i}"] = self.weights[name] * value
         return result
 
+    def _supervise(self, result: dict, suffix: str, out: dict, indices: Indices, targets: list[dict],
+                   kf: bool, stage: str, device: torch.device, class_loss: bool = True) -> None:
+        """Add the weighted losses of one output dict under ``suffix``, given its matching."""
+        valid = out.get("query_mask", out.get("token_mask"))
+        m = self.gather(indices, targets, kf, device)
+        losses = self.layer_losses(out, m, _num_tracks(targets, kf, device), valid, stage, class_loss)
+        for name, value in losses.items():
+            result[name + suffix] = self.weights[name] * value
+
+    def _match_and_supervise(self, result: dict, suffix: str, out: dict, targets: list[dict], kf: bool,
+                             stage: str, device: torch.device) -> Indices:
+        """Match one output dict that has ``logits``, add its losses, return the matching."""
+        valid = out.get("query_mask", out.get("token_mask"))
+        if suffix == "_enc" and self.enc_one_to_many > 1:
+            indices = self.matcher.match_many(out, targets, self.enc_one_to_many, valid, kf)
+        else:
+            indices = self.matcher(out, targets, query_mask=valid, keyframe_only=kf)
+        self._supervise(result, suffix, out, indices, targets, kf, stage, device)
+        return indices
+
     def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
         """Weighted losses of every output dict (suffix ``_i`` for ``aux_outputs[i]``, ``_enc``
-        for ``enc_outputs``, none for the top level) and their total under ``"loss"``."""
+        for ``enc_outputs``, none for the top level) and their total under ``"loss"``.
+
+        When the top level's ``logits`` are those of an ``aux_outputs`` entry (PAVE-Net: the last
+        pose-decoder layer), each term is counted once: the top level and the joint-decoder
+        entries are supervised with that layer's matching, on the queries the joint decoder
+        refined (``kept_index`` / ``query_mask``), without a second class loss.
+        """
         if "logits" not in outputs:
             raise ValueError("criterion: the top-level output has no 'logits'")
         device = outputs["keypoints"].device
-        keyframe = self.matcher.mode == "keyframe"
-        entries = [("", outputs, keyframe)]
-        entries += [(f"_{i}", aux, keyframe) for i, aux in enumerate(outputs.get("aux_outputs", []))]
-        if "enc_outputs" in outputs:
-            entries.append(("_enc", outputs["enc_outputs"], True))
+        kf = self.matcher.mode == "keyframe"
         result: dict[str, Tensor] = {}
-        top: Indices = []
-        for suffix, out, kf in entries:
-            valid = out.get("query_mask", out.get("token_mask"))
-            if "logits" in out and suffix == "_enc" and self.enc_one_to_many > 1:
-                indices = self.matcher.match_many(out, targets, self.enc_one_to_many, valid, kf)
-            elif "logits" in out:
-                indices = self.matcher(out, targets, query_mask=valid, keyframe_only=kf)
-            else:
-                indices = _restrict(top, valid)
-            if suffix == "":
-                top = indices
-            m = self.gather(indices, targets, kf, device)
-            for name, value in self.layer_losses(out, m, _num_tracks(targets, kf, device), valid).items():
-                result[name + suffix] = self.weights[name] * value
+        aux = outputs.get("aux_outputs", [])
+        matched = {i: self._match_and_supervise(result, f"_{i}", out, targets, kf, "dec", device)
+                   for i, out in enumerate(aux) if "logits" in out}
+        if "enc_outputs" in outputs:
+            self._match_and_supervise(result, "_enc", outputs["enc_outputs"], targets, True, "enc", device)
+        shared = next((i for i in matched if aux[i]["logits"] is outputs["logits"]), None)
+        if shared is None:
+            top = self._match_and_supervise(result, "", outputs, targets, kf, "dec", device)
+        else:
+            top = matched[shared]
+            self._supervise(result, "", outputs, _restrict(top, _kept_mask(outputs)), targets, kf,
+                            "joint", device, class_loss=False)
+        for i, out in enumerate(aux):
+            if "logits" not in out:
+                self._supervise(result, f"_{i}", out, _restrict(top, out.get("query_mask")), targets, kf,
+                                "joint", device)
         if "dn_outputs" in outputs:
-            result.update(self.denoising_losses(outputs, targets, keyframe, device))
+            result.update(self.denoising_losses(outputs, targets, kf, device))
         if self.weights.get("loss_heatmap", 0):
             if "heatmap" not in outputs:
                 raise ValueError("criterion: loss.weight_heatmap > 0 but the outputs have no 'heatmap' "
@@ -322,6 +350,15 @@ def _num_tracks(targets: list[dict], keyframe_only: bool, device: torch.device) 
     """Normaliser of the classification loss: the active tracks of the batch."""
     count = sum(int(supervision(t, keyframe_only).active.sum()) for t in targets)
     return reduced_count(torch.tensor(float(count), device=device))
+
+
+def _kept_mask(outputs: dict) -> Optional[Tensor]:
+    """(B, Q) bool of the queries in ``kept_index`` (those the joint decoder refined)."""
+    kept = outputs.get("kept_index")
+    if kept is None:
+        return None
+    mask = torch.zeros(outputs["logits"].shape, dtype=torch.bool, device=kept.device)
+    return mask.scatter(1, kept, True)
 
 
 def _restrict(indices: Indices, query_mask: Optional[Tensor]) -> Indices:
@@ -348,5 +385,6 @@ def build_criterion(cfg: Config) -> SetCriterion:
     }
     matcher = build_matcher(cfg.matcher, loss.focal_alpha, loss.focal_gamma)
     return SetCriterion(matcher, weights, loss.keypoint_loss, loss.focal_alpha, loss.focal_gamma,
-                        loss.consistency_margin, enc_one_to_many=loss.enc_one_to_many,
-                        class_target=loss.class_target, heatmap_sigma=loss.heatmap_sigma)
+                        loss.consistency_margin, sigmas=matcher_sigmas(cfg.matcher),
+                        enc_one_to_many=loss.enc_one_to_many, class_target=loss.class_target,
+                        heatmap_sigma=loss.heatmap_sigma, rle=loss.rle)

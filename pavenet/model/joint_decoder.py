@@ -100,11 +100,15 @@ class JointDecoder(nn.Module):
         d_model: D. num_joints: J. num_layers: number of layers.
         person_query: add a projection of the person's feature to the joint queries (False:
             the learned joint embedding only, as published).
+        detach: detach the refined reference between layers (the incoming pose-decoder
+            reference is always detached, as released).
     """
 
     def __init__(self, layer: JointDecoderLayer, heads: JointHeads, d_model: int,
-                 num_joints: int, num_layers: int, person_query: bool = True) -> None:
+                 num_joints: int, num_layers: int, person_query: bool = True,
+                 detach: bool = True) -> None:
         super().__init__()
+        self.detach = detach
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
         self.heads = nn.ModuleList(copy.deepcopy(heads) for _ in range(num_layers))
         self.joint_tgt = nn.Embedding(num_joints, d_model)
@@ -128,5 +132,5 @@ class JointDecoder(nn.Module):
             tgt = layer(tgt, pos, reference, memory)
             out = head(tgt, reference)
             outputs.append(out)
-            reference = out["keypoints"].detach()
+            reference = out["keypoints"].detach() if self.detach else out["keypoints"]
         return outputs

@@ -28,6 +28,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from pavenet.config import MatcherConfig
+from pavenet.data.joints import RELEASED_OKS_SIGMAS
 from pavenet.model.oks import oks_sigmas, pairwise_oks
 
 MatchMode = Literal["clip", "keyframe"]
@@ -214,6 +215,12 @@ def _k_cheapest(cost: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return rows, cols[rows]
 
 
+def matcher_sigmas(cfg: MatcherConfig) -> Optional[Sequence[float]]:
+    """The OKS sigmas of ``matcher.oks_sigmas`` (None: the evaluation's, the default)."""
+    return RELEASED_OKS_SIGMAS.tolist() if cfg.oks_sigmas == "released" else None
+
+
 def build_matcher(cfg: MatcherConfig, focal_alpha: float = 0.25, focal_gamma: float = 2.0) -> HungarianMatcher:
     """A matcher from a :class:`pavenet.config.MatcherConfig`."""
-    return HungarianMatcher(cfg.cost_class, cfg.cost_keypoint, cfg.cost_oks, cfg.mode, focal_alpha, focal_gamma)
+    return HungarianMatcher(cfg.cost_class, cfg.cost_keypoint, cfg.cost_oks, cfg.mode, focal_alpha, focal_gamma,
+                            matcher_sigmas(cfg))

@@ -14,6 +14,7 @@ from .encoder import EncoderLayer, FrameMemory, SpatialEncoder, flatten_levels
 from .heads import PoseHeads
 from .heatmap import HeatmapHead
 from .joint_decoder import JointDecoder, JointDecoderLayer, JointHeads
+from .joint_selection import MatchedQuerySelector
 from .pose_decoder import PoseDecoder, PoseDecoderLayer, PosePosition
 from .position_encoding import PositionEmbeddingSine
 from .query_init import QueryInit
@@ -34,8 +35,9 @@ class PAVENet(nn.Module):
     - ``visibility`` (B, Q, T, J): per-frame per-joint presence logit (same replacement).
     - ``sigma`` (B, Q, T, J, 2): RLE scale in (0, 1) (same replacement).
     - ``embedding`` (B, Q, E): L2-normalised query embedding.
-    - ``kept_index`` (B, K) int64: the top-K queries by last-layer logit, refined by the
-      joint decoder (the same rule in training and inference).
+    - ``kept_index`` (B, K) int64: the queries refined by the joint decoder: the top-K by
+      last-layer logit, or in training with ``model.joint_train: matched`` every query matched
+      to a person, then the best-scoring others (K = the most matches in the batch).
     - ``aux_outputs``: list of dicts, every pose-decoder layer (``logits``, ``keypoints``,
       ``visibility``, ``sigma``; the last one included), then every joint-decoder layer but
       the last (``keypoints``, ``visibility``, ``sigma`` scattered into the last pose-decoder
@@ -65,7 +67,8 @@ class PAVENet(nn.Module):
                  query_init: QueryInit, pose_decoder: PoseDecoder, joint_decoder: JointDecoder,
                  d_model: int, num_levels: int, num_frames: int, num_kept: int,
                  embed_dim: int, heatmap_head: Optional[HeatmapHead] = None,
-                 dn_groups: int = 0, dn_noise: float = 0.4) -> None:
+                 dn_groups: int = 0, dn_noise: float = 0.4,
+                 joint_selector: Optional[MatchedQuerySelector] = None) -> None:
         super().__init__()
         self.backbone, self.mapper, self.encoder = backbone, mapper, encoder
         self.position = PositionEmbeddingSine(d_model // 2)
@@ -77,6 +80,7 @@ class PAVENet(nn.Module):
         self.key_frame = num_frames // 2
         self.heatmap_head = heatmap_head
         self.dn_groups, self.dn_noise = dn_groups, dn_noise
+        self.joint_selector = joint_selector
         if dn_groups:
             self.dn_tgt = nn.Parameter(torch.zeros(d_model))
             self.dn_pos = nn.Parameter(torch.zeros(d_model))
@@ -94,10 +98,12 @@ class PAVENet(nn.Module):
         layout.memory = self.encoder(tokens, pos_flat, layout)
         return layout
 
-    def decode(self, memory: FrameMemory, batch: int,
-               denoising: Optional[DenoisingQueries] = None) -> dict[str, Any]:
+    def decode(self, memory: FrameMemory, batch: int, denoising: Optional[DenoisingQueries] = None,
+               targets: Optional[list[dict]] = None) -> dict[str, Any]:
         """Decode ``batch`` clips from the memory of their B*T frames in clip order (with the
-        denoising queries appended to the matching ones when given)."""
+        denoising queries appended to the matching ones when given). In training with a joint
+        selector and ``targets``, the joint decoder refines the matched queries instead of the
+        top-k (:mod:`pavenet.model.joint_selection`)."""
         t = self.num_frames
         if memory.memory.shape[0] != batch * t:
             raise ValueError(f"decode: {memory.memory.shape[0]} frames for {batch} clips "
@@ -115,14 +121,14 @@ class PAVENet(nn.Module):
             pose_outs, dn_pose_outs = _split_outputs(pose_outs, q)
             person, dn_person = person[:, :q], person[:, q:]
         last = pose_outs[-1]
-        kept = last["logits"].detach().topk(self.num_kept, dim=1).indices
+        kept = self._joint_queries(last, targets)
         joint_person, joint_reference = _gather(person, kept), _gather(last["keypoints"], kept)
         if denoising is not None:
             joint_person = torch.cat((joint_person, dn_person), 1)
             joint_reference = torch.cat((joint_reference, dn_pose_outs[-1]["keypoints"].to(joint_reference.dtype)), 1)
         joint_outs = self.joint_decoder(joint_person, joint_reference, memory)
         if denoising is not None:
-            joint_outs, dn_joint_outs = _split_outputs(joint_outs, self.num_kept)
+            joint_outs, dn_joint_outs = _split_outputs(joint_outs, kept.shape[1])
         scattered = [_scatter_outputs(last, out, kept) for out in joint_outs]
         outputs: dict[str, Any] = {"logits": last["logits"], **scattered[-1]}
         del outputs["query_mask"]
@@ -134,6 +140,13 @@ class PAVENet(nn.Module):
             outputs["dn_outputs"] = [*dn_pose_outs, *dn_joint_outs]
             outputs["dn_track"], outputs["dn_valid"] = denoising.track, denoising.valid
         return outputs
+
+    def _joint_queries(self, last: dict[str, Tensor], targets: Optional[list[dict]]) -> Tensor:
+        """(B, K) queries for the joint decoder: the top-k by score, or in training with a
+        selector and targets, the matched ones."""
+        if self.training and self.joint_selector is not None and targets is not None:
+            return self.joint_selector(last, targets)
+        return last["logits"].detach().topk(self.num_kept, dim=1).indices
 
     def _append_denoising(self, tgt: Tensor, pos: Tensor, reference: Tensor,
                           denoising: DenoisingQueries) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor]]:
@@ -160,7 +173,12 @@ class PAVENet(nn.Module):
         if self.training and self.dn_groups and targets is not None:
             denoising = make_denoising_queries(targets, self.dn_groups, self.dn_noise, frames.device)
             denoising = denoising if denoising.valid.numel() else None
-        outputs = self.decode(memory, b) if denoising is None else self.decode(memory, b, denoising)
+        extras: dict[str, Any] = {}
+        if denoising is not None:
+            extras["denoising"] = denoising
+        if self.training and self.joint_selector is not None:
+            extras["targets"] = targets
+        outputs = self.decode(memory, b, **extras)
         if self.heatmap_head is not None and self.training:
             outputs["heatmap"] = self.heatmap_head(memory, b)
         return outputs
@@ -208,8 +226,9 @@ def pose_position(cfg: ModelConfig) -> Optional[PosePosition]:
     return PosePosition(cfg.hidden_dim) if cfg.query_pos == "pose" else None
 
 
-def build_model(cfg: ModelConfig) -> PAVENet:
-    """Build PAVE-Net from a :class:`ModelConfig` (no weights are downloaded)."""
+def build_model(cfg: ModelConfig, joint_selector: Optional[MatchedQuerySelector] = None) -> PAVENet:
+    """Build PAVE-Net from a :class:`ModelConfig` (no weights are downloaded); the
+    ``joint_selector`` (training with ``model.joint_train: matched``) comes from :func:`build`."""
     if cfg.arch == "vepe":
         if cfg.heatmap_head or cfg.dn_groups:
             raise ValueError("model.heatmap_head and model.dn_groups are implemented for PAVE-Net, not VEPE")
@@ -244,10 +263,11 @@ def build_model(cfg: ModelConfig) -> PAVENet:
         encoder=SpatialEncoder(enc_layer, cfg.enc_layers),
         query_init=QueryInit(d, cfg.num_queries, j, cfg.proposal_hidden, cfg.proposal_margin),
         pose_decoder=PoseDecoder(pose_layer, PoseHeads(d, cfg.refine_hidden, j, t),
-                                 cfg.pose_dec_layers, pose_position(cfg)),
+                                 cfg.pose_dec_layers, pose_position(cfg), cfg.detach_references),
         joint_decoder=JointDecoder(joint_layer, joint_heads, d, j, cfg.joint_dec_layers,
-                                   person_query=cfg.joint_query == "person"),
+                                   person_query=cfg.joint_query == "person",
+                                   detach=cfg.detach_references),
         d_model=d, num_levels=levels, num_frames=t,
         num_kept=min(cfg.num_kept, cfg.num_queries), embed_dim=cfg.embed_dim,
         heatmap_head=HeatmapHead(d, j) if cfg.heatmap_head else None,
-        dn_groups=cfg.dn_groups, dn_noise=cfg.dn_noise)
+        dn_groups=cfg.dn_groups, dn_noise=cfg.dn_noise, joint_selector=joint_selector)

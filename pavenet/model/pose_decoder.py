@@ -100,16 +100,19 @@ class PoseDecoder(nn.Module):
     """``num_layers`` pose-decoder layers, each followed by its own heads.
 
     After every layer the heads refine each frame's reference pose in inverse-sigmoid
-    space; the next layer samples at the refined (detached) pose. With ``pose_position`` the
-    query position of every layer adds the encoding of its current reference pose.
+    space; the next layer samples at the refined pose (detached with ``detach``, as
+    Deformable-DETR does; the released model lets the gradient through). With
+    ``pose_position`` the query position of every layer adds the encoding of its current
+    reference pose.
     """
 
     def __init__(self, layer: PoseDecoderLayer, heads: PoseHeads, num_layers: int,
-                 pose_position: Optional[PosePosition] = None) -> None:
+                 pose_position: Optional[PosePosition] = None, detach: bool = True) -> None:
         super().__init__()
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
         self.heads = nn.ModuleList(copy.deepcopy(heads) for _ in range(num_layers))
         self.pose_position = pose_position
+        self.detach = detach
 
     def forward(self, tgt: Tensor, pos: Tensor, reference: Tensor, memory: FrameMemory,
                 attn_mask: Optional[Tensor] = None,
@@ -125,5 +128,5 @@ class PoseDecoder(nn.Module):
             tgt = layer(tgt, layer_pos, reference, memory, attn_mask, key_padding_mask)
             out = head(tgt, reference)
             outputs.append(out)
-            reference = out["keypoints"].detach()
+            reference = out["keypoints"].detach() if self.detach else out["keypoints"]
         return outputs, tgt

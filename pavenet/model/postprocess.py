@@ -12,7 +12,7 @@ Two modes (``postprocess.mode``):
   ``top_k`` queries by score; coordinates clamped to the image; per-joint
   ``p = 0.7 (1 - exp(-0.2 / sigma_x)) (1 - exp(-0.2 / sigma_y))``, joint score = instance score
   x p, coordinates reweighted as ``x p^5 / (p^5 + 1e-10)``; then OKS-NMS at ``nms_oks`` with
-  the released sigmas (:data:`pavenet.data.joints.RELEASED_NMS_SIGMAS`) on the key frame
+  the released sigmas (:data:`pavenet.data.joints.RELEASED_OKS_SIGMAS`) on the key frame
   (the released code reports the key frame only). ``score_threshold`` still applies (the
   published configs set it to 0, as released).
 
@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from pavenet.config import Config
-from pavenet.data.joints import RELEASED_NMS_SIGMAS
+from pavenet.data.joints import RELEASED_OKS_SIGMAS
 
 MODES = ("nms_free", "official")
 
@@ -107,7 +107,7 @@ class PostProcessor(nn.Module):
         p = released_joint_confidence(sigma)
         pixels = reweight_coordinates(pixels, p)
         key = keypoints.shape[1] // 2
-        sigmas = torch.as_tensor(RELEASED_NMS_SIGMAS, device=keypoints.device)
+        sigmas = torch.as_tensor(RELEASED_OKS_SIGMAS, device=keypoints.device)
         keep = oks_nms(pixels[:, key], scores, self.nms_oks, sigmas)
         return pixels, scores[:, None, None] * p, keep
 

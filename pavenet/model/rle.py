@@ -1,15 +1,17 @@
 """Residual log-likelihood estimation (RLE) keypoint loss with a RealNVP flow.
 
 RLE (Li et al., ICCV 2021; used by PETR and PAVE-Net) models the density of the normalised
-residual ``e = (pred - gt) / sigma`` as a learned flow density ``phi(e)`` times a fixed Laplace
-residual term. Per coordinate ``c`` of a joint the published loss is::
+residual ``e = (pred - gt) / sigma`` as a learned flow density ``phi(e)`` times a fixed residual
+term. Per coordinate ``c`` of a joint the loss is ``log(sigma_c) - log phi(e) + Q_c`` where
+``log phi(e)`` is the flow's 2-D log-density of the joint's residual (broadcast over both
+coordinates, as the published code does) and ``Q_c`` the residual term:
 
-    log(sigma_c) - log phi(e)  +  log(2 * sigma_c) + |e_c|
+* ``variant="released"`` (PAVE-Net's code): ``Q_c = log(sigma_c sqrt(2 pi)) + |e_c| / sqrt(2)``,
+  flow base N((0.5, 0.5), I) (the released prior);
+* ``variant="pavenet"``: ``Q_c = log(2 sigma_c) + |e_c|`` (a Laplace density), base N(0, I).
 
-where ``log phi(e)`` is the flow's 2-D log-density of the joint's residual (the published code
-broadcasts it over both coordinates, and so does this module). The flow is a RealNVP of 3
-coupling pairs whose scale and translation nets are 2-64-64-2 MLPs (scale nets end in tanh),
-over a standard normal base.
+The flow is a RealNVP of 3 coupling pairs whose scale and translation nets are 2-64-64-2 MLPs
+(scale nets end in tanh).
 """
 from __future__ import annotations
 
@@ -33,8 +35,10 @@ def _mlp(hidden: int, tanh: bool) -> nn.Sequential:
 class RealNVP(nn.Module):
     """2-D RealNVP: alternating affine couplings, each transforming one coordinate given the other."""
 
-    def __init__(self, num_pairs: int = 3, hidden: int = 64, init_gain: float = 0.01) -> None:
+    def __init__(self, num_pairs: int = 3, hidden: int = 64, init_gain: float = 0.01,
+                 prior_mean: float = 0.0) -> None:
         super().__init__()
+        self.prior_mean = prior_mean
         masks = torch.tensor([[0.0, 1.0], [1.0, 0.0]] * num_pairs)
         self.register_buffer("masks", masks, persistent=False)
         self.s_nets = nn.ModuleList(_mlp(hidden, tanh=True) for _ in range(len(masks)))
@@ -75,17 +79,29 @@ class RealNVP(nn.Module):
     def log_prob(self, x: Tensor) -> Tensor:
         """(...) log-density of ``x`` (..., 2) under the flow."""
         z, log_det = self.to_latent(x)
-        base = -0.5 * z.pow(2).sum(-1) - _LOG_2PI
+        base = -0.5 * (z - self.prior_mean).pow(2).sum(-1) - _LOG_2PI
         return base + log_det
+
+
+VARIANTS = ("pavenet", "released")
 
 
 class RLELoss(nn.Module):
     """Per-joint RLE negative log-likelihood (see the module docstring)."""
 
-    def __init__(self, num_pairs: int = 3, hidden: int = 64, residual: bool = True) -> None:
+    def __init__(self, num_pairs: int = 3, hidden: int = 64, residual: bool = True,
+                 variant: str = "pavenet") -> None:
         super().__init__()
-        self.flow = RealNVP(num_pairs, hidden)
-        self.residual = residual
+        if variant not in VARIANTS:
+            raise ValueError(f"RLE variant must be one of {VARIANTS}, got {variant!r}")
+        self.flow = RealNVP(num_pairs, hidden, prior_mean=0.5 if variant == "released" else 0.0)
+        self.residual, self.variant = residual, variant
+
+    def residual_term(self, sigma: Tensor, error: Tensor) -> Tensor:
+        """The per-coordinate residual term ``Q_c`` of the variant."""
+        if self.variant == "released":
+            return torch.log(sigma * math.sqrt(2.0 * math.pi)) + error.abs() / math.sqrt(2.0)
+        return torch.log(2.0 * sigma) + error.abs()
 
     def forward(self, pred: Tensor, sigma: Tensor, gt: Tensor) -> Tensor:
         """Loss of every joint.
@@ -104,5 +120,5 @@ class RLELoss(nn.Module):
             log_phi = self.flow.log_prob(error)
             loss = torch.log(sigma) - log_phi[..., None]
             if self.residual:
-                loss = loss + torch.log(2.0 * sigma) + error.abs()
+                loss = loss + self.residual_term(sigma, error)
             return loss.sum(-1)
