@@ -15,7 +15,9 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from pavenet.config_rules import problems
 from pavenet.errors import PavenetError
+from pavenet.tempfiles import temp_path
 
 
 class ConfigError(PavenetError, ValueError):
@@ -320,8 +322,18 @@ def parse_overrides(overrides: list[str]) -> dict:
     return out
 
 
+def validate(cfg: Config, source: str) -> Config:
+    """``cfg`` when every value is in range and the network can be built from it; else
+    :class:`ConfigError` naming ``source`` and the key (see :mod:`pavenet.config_rules`)."""
+    found = problems(cfg)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise ConfigError(f"{source}: {found[0]}{more}")
+    return cfg
+
+
 def config_from_dict(data: dict, source: str = "<dict>") -> Config:
-    return _build(Config, data, source)
+    return validate(_build(Config, data, source), source)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -332,7 +344,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if overrides:
         merged = _merge(config_to_dict(cfg), parse_overrides(overrides))
         cfg = _build(Config, merged, "--set")
-    return cfg
+        source = f"{source} with --set"
+    return validate(cfg, source)
 
 
 def config_to_dict(cfg: Any) -> dict:
@@ -341,6 +354,6 @@ def config_to_dict(cfg: Any) -> dict:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_path(path)
     tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     tmp.replace(path)

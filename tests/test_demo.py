@@ -6,6 +6,7 @@ import av
 import pytest
 
 from pavenet.engine.demo import DemoPlan, run_demo, training_budget
+from pavenet.engine.trainer import RunExistsError
 
 SMALL = ("model.hidden_dim=32", "model.num_heads=2", "model.enc_layers=1", "model.ffn_dim=64",
          "model.num_queries=8", "model.num_kept=4", "model.pose_dec_layers=1", "model.refine_hidden=[32]",
@@ -35,6 +36,10 @@ def test_demo_pipeline_end_to_end(tmp_path: Path):
         assert 0.0 <= ev["val"]["ap"]["total"] <= 100.0
         assert (out / f"run_t{t}" / "last" / "model.safetensors").is_file()
     assert any("report:" in line for line in lines)
+    last = (out / "run_t3" / "last").resolve()
+    with pytest.raises(RunExistsError, match=r"run_t3: holds the run of an earlier demo; give the demo another --out"):
+        run_demo(plan, log=lines.append)
+    assert (out / "run_t3" / "last").resolve() == last and last.is_dir()
 
 
 def test_loss_smoothing_is_a_bias_corrected_moving_average():

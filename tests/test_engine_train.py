@@ -161,3 +161,41 @@ def test_nan_loss_is_skipped_and_repeated_nan_stops_with_checkpoint_intact(data_
     state, meta2 = load_weights(tmp_path / "nan")
     assert meta2["step"] == 3
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_a_new_run_refuses_a_folder_that_holds_a_run_and_keeps_its_checkpoints(data_root, tmp_path):
+    from pavenet.engine.trainer import RunExistsError
+
+    first = make_trainer(data_root, tmp_path / "run", "train.max_steps=2")
+    first.fit()
+    kept = params(first.model)
+    with pytest.raises(RunExistsError, match=r"run: holds a run already; continue it with --resume"):
+        make_trainer(data_root, tmp_path / "run", "train.max_steps=1")
+    other = make_trainer(data_root, tmp_path / "other", "train.max_steps=1")
+    other.fit()
+    with pytest.raises(RunExistsError, match="resume .*other into a folder of its own"):
+        make_trainer(data_root, tmp_path / "run", "train.max_steps=3", resume=str(tmp_path / "other"))
+    second = make_trainer(data_root, tmp_path / "run", "train.max_steps=1", exist_ok=True)
+    second.fit()
+    assert load_weights(tmp_path / "run")[1]["step"] == 1  # last is the new run's
+    old, meta = load_weights(tmp_path / "run" / "checkpoints" / "step_00000002")
+    assert meta["run_id"] == first.run_id != second.run_id
+    assert all(torch.equal(old[k], v) for k, v in kept.items())
+
+
+@pytest.mark.slow
+def test_a_diverging_run_stops_with_the_last_good_checkpoint(data_root, tmp_path):
+    trainer = make_trainer(data_root, tmp_path / "div", "train.max_steps=2", "train.max_nan_steps=2")
+    trainer.fit()
+    good, _ = load_weights(tmp_path / "div")
+    # lr 1e30 from here on: the weights blow up, the outputs turn non-finite and the matcher
+    # meets a non-finite cost; that must take the skip / stop path, not crash
+    trainer.scheduler.base_lrs = [1e30] * len(trainer.scheduler.base_lrs)
+    trainer.total_steps = 12
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(TrainingDiverged, match=r"last good checkpoint kept in .*div"):
+            trainer.fit()
+    saved, meta = load_weights(tmp_path / "div")
+    assert meta["step"] == 2 and all(torch.equal(saved[k], v) for k, v in good.items())

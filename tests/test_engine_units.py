@@ -39,13 +39,13 @@ def test_interrupted_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     m = Toy()
     ckpt.save_checkpoint(tmp_path, 1, m.state_dict(), {"step": 1}, {"step": 1})
 
-    def broken_save(obj, path, *a, **k):
-        with open(path, "wb") as f:
-            f.write(b"partial")
-        raise OSError("disk full")
+    def broken_save(folder, state):
+        (folder / "train_state.json").write_text("partial")
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ckpt.torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(ckpt.ts, "save_train_state", broken_save)
+    with pytest.raises(ckpt.CheckpointError, match=r"step_00000002: could not write the checkpoint "
+                                                   r"\(\[Errno 28\] No space left on device\); the previous"):
         ckpt.save_checkpoint(tmp_path, 2, m.state_dict(), {"step": 2}, {"step": 2})
     monkeypatch.undo()
     state, meta = ckpt.load_weights(tmp_path)

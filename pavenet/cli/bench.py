@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from pavenet.bench import MODELS
+from pavenet.cli.arguments import non_negative_int, positive_int
 from pavenet.infer import COMPILE_MODES
 
 
@@ -18,13 +19,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="pavenet config (default: configs/pavenet_r50.yaml on CUDA, "
                         "configs/synthetic_tiny.yaml on CPU)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+    p.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"), default=None,
                    help="network input size (default: 800 1333 on CUDA, 256 256 on CPU)")
-    p.add_argument("--people", type=int, nargs="+", default=None,
+    p.add_argument("--people", type=positive_int, nargs="+", default=None,
                    help="people counts (default: 1 3 5 10 20 50)")
-    p.add_argument("--repeats", type=int, default=None, help="timed calls per row (default: 20 CUDA, 5 CPU)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed calls per row (default: 5 CUDA, 1 CPU)")
-    p.add_argument("--batch", type=int, default=None,
+    p.add_argument("--repeats", type=positive_int, default=None, help="timed calls per row (default: 20 CUDA, 5 CPU)")
+    p.add_argument("--warmup", type=non_negative_int, default=None,
+                   help="untimed calls per row (default: 5 CUDA, 1 CPU)")
+    p.add_argument("--batch", type=positive_int, default=None,
                    help="batched size measured besides batch 1 (default: 8 on CUDA, none on CPU)")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile versions")
     p.add_argument("--only-batch", action="store_true",
@@ -38,9 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="torch.compile mode of the compiled rows (reduce-overhead: CUDA graphs)")
     p.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"],
                    help="dtypes (bfloat16 = autocast, CUDA only; skipped with a note on CPU)")
-    p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=None,
+    p.add_argument("--crop", type=positive_int, nargs=2, metavar=("H", "W"), default=None,
                    help="two-stage top-down crop size (default: 256 192)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--out", default="runs/bench", help="output folder (default: runs/bench)")
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes for tests/CI: 64x64 input, 64x48 crops, 1 and 3 people, one timed call")

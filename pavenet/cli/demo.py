@@ -4,18 +4,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pavenet.cli.arguments import non_negative_int, positive_float, positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole system on built-in synthetic data (train, eval, render, report)")
-    p.add_argument("--minutes", type=float, default=12.0,
+    p.add_argument("--minutes", type=positive_float, default=12.0,
                    help="time budget of the whole demo in minutes (default: 12; --ablation doubles training)")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     p.add_argument("--ablation", action="store_true", help="also train T=1 on the same budget and compare")
     p.add_argument("--config", default=None, help="model/training config (default: configs/synthetic_tiny.yaml)")
-    p.add_argument("--videos", type=int, default=48, help="synthetic training videos (default: 48)")
-    p.add_argument("--val-videos", type=int, default=8, help="val and hard-val videos each (default: 8)")
-    p.add_argument("--frames", type=int, default=40, help="frames per video (default: 40)")
+    p.add_argument("--videos", type=positive_int, default=48, help="synthetic training videos (default: 48)")
+    p.add_argument("--val-videos", type=non_negative_int, default=8, help="val and hard-val videos each (default: 8)")
+    p.add_argument("--frames", type=positive_int, default=40, help="frames per video (default: 40)")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="config overrides")
     return p
 

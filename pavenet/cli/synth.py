@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from pavenet.cli.arguments import non_negative_int, positive_int
+
 
 def _size(text: str) -> tuple[int, int]:
     try:
@@ -18,15 +20,16 @@ def _size(text: str) -> tuple[int, int]:
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="generate synthetic multi-person videos (PoseTrack18 layout)")
     p.add_argument("out_dir", help="dataset root to write (images/<split>/..., annotations/<split>/...)")
-    p.add_argument("--videos", type=int, default=20, help="number of training videos")
-    p.add_argument("--val-videos", type=int, default=None, help="number of val videos (default: videos // 4, >= 1)")
-    p.add_argument("--frames", type=int, default=40, help="frames per video")
+    p.add_argument("--videos", type=non_negative_int, default=20, help="number of training videos")
+    p.add_argument("--val-videos", type=non_negative_int, default=None,
+                   help="number of val videos (default: videos // 4, >= 1)")
+    p.add_argument("--frames", type=positive_int, default=40, help="frames per video")
     p.add_argument("--size", type=_size, default=(256, 256), help="frame size WxH")
-    p.add_argument("--max-persons", type=int, default=3, help="at most this many people per video")
+    p.add_argument("--max-persons", type=positive_int, default=3, help="at most this many people per video")
     p.add_argument("--seed", type=int, default=0, help="same seed and options give the same bytes")
     p.add_argument("--difficulty", choices=["easy", "hard"], default="easy",
                    help="hard adds motion blur, defocus, passing occluders, blurred people")
-    p.add_argument("--labeled-every", type=int, default=1, help="label every k-th frame (default: all)")
+    p.add_argument("--labeled-every", type=positive_int, default=1, help="label every k-th frame (default: all)")
     return p
 
 
@@ -36,9 +39,6 @@ def run(args: argparse.Namespace) -> int:
     from pavenet.data.synthetic import write_dataset
 
     val = max(1, args.videos // 4) if args.val_videos is None else args.val_videos
-    if args.videos < 0 or val < 0 or args.frames < 1 or args.max_persons < 1 or args.labeled_every < 1:
-        raise SystemExit("synth: --videos/--val-videos must be >= 0, --frames, --max-persons and "
-                         "--labeled-every >= 1")
     total = (args.videos + val) * args.frames
     start = time.perf_counter()
     with tqdm(total=total, unit="frame", desc="synth") as bar:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pavenet.cli.arguments import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("test", help="predict a PoseTrack-layout split and report mAP / MOTA")
@@ -13,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
     p.add_argument("--out", default=None, help="output folder (default: runs/test_<split>)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
-    p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="windows per forward pass")
     return p
 
 

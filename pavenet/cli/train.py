@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 import time
 from pathlib import Path
+
+from pavenet.cli.arguments import non_negative_float
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -11,13 +15,31 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config, e.g. configs/synthetic_tiny.yaml")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config values with dotted keys, e.g. train.lr=1e-4")
-    p.add_argument("--out", default=None, help="run directory (default: runs/<config name>)")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<config name>; a folder that holds "
+                                               "a run is refused unless --resume or --exist-ok)")
     p.add_argument("--resume", default=None, help="run directory or checkpoint to continue exactly")
+    p.add_argument("--exist-ok", action="store_true",
+                   help="start a new run in an --out folder that holds a run (its checkpoints are kept)")
+    p.add_argument("--allow-unsafe-pickle", action="store_true",
+                   help="--resume from a train_state.pt of an older pavenet: unpickling it runs any code the "
+                        "file holds, use it only for run folders you trust")
     p.add_argument("--weights", default=None, help="initialise from a checkpoint (another T allowed)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
-    p.add_argument("--minutes", type=float, default=0.0, help="stop (with a checkpoint) after this time")
+    p.add_argument("--minutes", type=non_negative_float, default=0.0,
+                   help="stop (with a checkpoint) after this time")
     p.add_argument("--no-val", action="store_true", help="skip periodic validation")
     return p
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    """--out, else the run folder of --resume (when it is in one), else runs/<config name>."""
+    from pavenet.engine.checkpoint import holds_run, run_dir_of
+
+    if args.out is not None:
+        return Path(args.out)
+    if args.resume and holds_run(run_dir_of(args.resume)):
+        return run_dir_of(args.resume)
+    return Path("runs") / Path(args.config).stem
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,22 +47,26 @@ def run(args: argparse.Namespace) -> int:
     from pavenet.data import build_dataset, collate
     from pavenet.engine.distributed import cleanup, init_distributed
     from pavenet.engine.evaluate import make_validator
-    from pavenet.engine.trainer import Trainer
+    from pavenet.engine.trainer import Trainer, check_run_dir
 
     cfg = load_config(args.config, args.set)
+    out = _out_dir(args)
+    check_run_dir(out, args.resume, args.exist_ok)
     dist = init_distributed(args.device)
-    out = Path(args.out or Path("runs") / Path(args.config).stem)
-    if args.resume and args.out is None:
-        out = Path(args.resume) if Path(args.resume).is_dir() and (Path(args.resume) / "last").exists() else out
     dataset = build_dataset(cfg.data, cfg.data.train_split, cfg.model.num_frames, train=True)
     validate = None if args.no_val else make_validator(cfg, out, dist.device)
-    trainer = Trainer(cfg, out, dist, dataset, collate, resume=args.resume,
-                      weights=args.weights, validate=validate)
+    trainer = Trainer(cfg, out, dist, dataset, collate, resume=args.resume, weights=args.weights,
+                      validate=validate, exist_ok=args.exist_ok, allow_pickle=args.allow_unsafe_pickle)
     t0 = time.time()
     try:
         metrics = trainer.fit(max_seconds=args.minutes * 60)
     finally:
         cleanup()
+    if trainer.stopped_by is not None:
+        if dist.is_main:
+            print(f"stopped by {trainer.stopped_by} at step {trainer.step}: checkpoint saved in {out} "
+                  f"(continue with --resume {out})", file=sys.stderr)
+        return 128 + signal.Signals[trainer.stopped_by].value
     if dist.is_main:
         print(f"done: {trainer.step} steps in {time.time() - t0:.0f} s; run directory {out}")
         if metrics:

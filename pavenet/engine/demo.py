@@ -143,18 +143,23 @@ def training_budget(plan: DemoPlan, elapsed: float, device_type: str) -> float:
 def run_demo(plan: DemoPlan, log=print) -> dict:
     """Run every stage; returns {"results", "ablation", "report"}."""
     from pavenet.engine.distributed import pick_device
+    from pavenet.engine.checkpoint import holds_run
+    from pavenet.engine.trainer import RunExistsError
     from pavenet.eval.posetrack import format_table
     from pavenet.eval.writers import atomic_write_json
     from pavenet.viz.report import plot_joint_ap, plot_training_curve, write_report
 
     start = time.time()
+    runs = {3: plan.out / "run_t3"}
+    if plan.ablation:
+        runs[1] = plan.out / "run_t1"
+    for run_dir in runs.values():  # before any work: an earlier demo's runs are not replaced
+        if holds_run(run_dir):
+            raise RunExistsError(f"{run_dir}: holds the run of an earlier demo; give the demo another --out")
     plan.out.mkdir(parents=True, exist_ok=True)
     device = pick_device(plan.device)
     roots = generate_data(plan, log)
     budget = plan.train_seconds or training_budget(plan, time.time() - start, device.type)
-    runs = {3: plan.out / "run_t3"}
-    if plan.ablation:
-        runs[1] = plan.out / "run_t1"
     evaluations, steps = {}, {}
     for t, run_dir in runs.items():
         cfg = demo_config(plan, roots["val"], t)

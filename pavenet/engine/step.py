@@ -50,6 +50,15 @@ def _all_finite(loss: torch.Tensor) -> bool:
     return all_reduce_sum(bad).item() == 0
 
 
+def _losses(criterion: nn.Module, outputs: dict, targets: list[dict], device: torch.device) -> dict:
+    """The criterion's losses; non-finite outputs that stop the matcher (FloatingPointError) give
+    a NaN loss instead, so that they take the same skip path (on every rank) as a NaN loss."""
+    try:
+        return criterion(outputs, targets)
+    except FloatingPointError:
+        return {"loss": torch.tensor(float("nan"), device=device)}
+
+
 def sync_gradients(params: list[torch.nn.Parameter]) -> None:
     """Average the gradients of parameters outside DDP (the criterion's RLE flow) over ranks.
 
@@ -86,7 +95,8 @@ def train_step(
 
     The loss of each micro-batch is divided by their number, so accumulating k batches of
     size b equals one batch of size k*b when the criterion normalises by global counts.
-    A non-finite loss or gradient norm skips the update (on every rank) with a warning.
+    A non-finite loss (non-finite outputs included) or gradient norm skips the update (on every
+    rank) with a warning.
     """
     optimizer.zero_grad(set_to_none=True)
     totals: dict[str, float] = {}
@@ -98,7 +108,7 @@ def train_step(
             with autocast_context(device, amp):
                 extra = (batch["targets"],) if denoise else ()
                 outputs = model(batch["frames"], batch["mask"], *extra)
-                losses = criterion(outputs, batch["targets"])
+                losses = _losses(criterion, outputs, batch["targets"], device)
             loss = losses["loss"].float()
             if not _all_finite(loss):
                 optimizer.zero_grad(set_to_none=True)

@@ -5,6 +5,7 @@ import math
 import random
 import signal
 import time
+import uuid
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -14,7 +15,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from pavenet.config import Config, config_to_dict, save_config
-from pavenet.engine.checkpoint import load_train_state, load_weights, save_checkpoint
+from pavenet.engine.checkpoint import (CheckpointError, holds_run, load_train_state, load_weights, non_finite,
+                                      run_dir_of, save_checkpoint)
 from pavenet.engine.distributed import DistInfo, barrier, reduce_mean_dict
 from pavenet.engine.ema import ModelEMA
 from pavenet.engine.logger import RunLogger
@@ -22,6 +24,8 @@ from pavenet.engine.optim import build_optimizer, build_scheduler, freeze_parame
 from pavenet.engine.sampler import ResumableSampler, SeededDataset
 from pavenet.engine.step import TrainingDiverged, move_batch, train_step
 from pavenet.engine.weights import load_model_weights
+from pavenet.errors import PavenetError
+from pavenet.tempfiles import remove_stale
 
 #: validate(model, step) -> metrics with at least "map" (PoseTrack mAP, percent)
 ValidateFn = Callable[[torch.nn.Module, int], dict]
@@ -48,6 +52,28 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class RunExistsError(PavenetError, FileExistsError):
+    """A new run would write into a folder that holds another run's checkpoints."""
+
+
+def check_run_dir(run_dir: Path, resume: Optional[str], exist_ok: bool) -> None:
+    """Refuse to start a run in a folder that holds another run, unless ``exist_ok``.
+
+    Resuming continues the run in ``run_dir`` only: resuming another folder's checkpoint into
+    a folder that holds a run is refused too.
+    """
+    if exist_ok or not holds_run(run_dir):
+        return
+    if resume and run_dir_of(resume).resolve() == run_dir.resolve():
+        return
+    if resume:
+        what = f"resume {run_dir_of(resume)} into a folder of its own"
+    else:
+        what = f"continue it with --resume {run_dir}"
+    raise RunExistsError(f"{run_dir}: holds a run already; {what}, train into another folder with --out, "
+                         "or start a new run there with --exist-ok (its checkpoints are kept)")
+
+
 class Trainer:
     """Owns model, optimiser, data and checkpoints of one run directory."""
 
@@ -61,11 +87,16 @@ class Trainer:
         resume: Optional[str] = None,
         weights: Optional[str] = None,
         validate: Optional[ValidateFn] = None,
+        exist_ok: bool = False,
+        allow_pickle: bool = False,
     ):
+        """``exist_ok``: start a new run in a folder that holds another (whose checkpoints stay);
+        ``allow_pickle``: resume from a pickled training state of an older version."""
         from pavenet.model import build
 
         self.cfg, self.dist, self.validate = cfg, dist, validate
         self.run_dir = Path(run_dir)
+        check_run_dir(self.run_dir, resume, exist_ok)
         seed_everything(cfg.train.seed)
         model, self.criterion, _ = build(cfg)
         if weights:
@@ -87,9 +118,12 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, lambda: self.total_steps, self.steps_per_epoch, cfg.train)
         self.ema = ModelEMA(model, cfg.train.ema) if cfg.train.ema > 0 else None
         self.step, self.best = 0, -math.inf
+        self.run_id: Optional[str] = uuid.uuid4().hex[:12]
+        #: the name of the signal that stopped the last :meth:`fit` (None: it ran to the end)
+        self.stopped_by: Optional[str] = None
         self._stop: Optional[str] = None
         if resume:
-            self._resume(resume)
+            self._resume(resume, allow_pickle)
 
     # ------------------------------------------------------------------ state
     def _train_state(self) -> dict:
@@ -106,10 +140,18 @@ class Trainer:
             "world_size": self.dist.world_size,
         }
 
-    def _resume(self, path: str) -> None:
-        state_dict, _ = load_weights(path)
+    def _resume(self, path: str, allow_pickle: bool) -> None:
+        state_dict, meta = load_weights(path)
+        state = load_train_state(path, allow_pickle)
+        self.run_id = meta.get("run_id")
+        try:
+            self._load_state(state_dict, state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{path}: the checkpoint cannot resume this run "
+                                  f"({type(exc).__name__}: {exc})") from exc
+
+    def _load_state(self, state_dict: dict, state: dict) -> None:
         self.model.load_state_dict(state_dict)
-        state = load_train_state(path)
         if state.get("model") is not None:  # with EMA the weights file holds the average
             self.model.load_state_dict(state["model"])
         self.criterion.load_state_dict(state["criterion"])
@@ -121,11 +163,18 @@ class Trainer:
         set_rng_state(state["rng"])
 
     def _meta(self) -> dict:
-        return {"config": config_to_dict(self.cfg), "step": self.step, "format": "pavenet-v1"}
+        meta = {"config": config_to_dict(self.cfg), "step": self.step, "format": "pavenet-v1"}
+        return meta if self.run_id is None else {**meta, "run_id": self.run_id}
 
     def save(self, tags: tuple[str, ...] = ("last",)) -> None:
+        """Checkpoint the current step; weights that are no longer finite stop the run instead
+        (:class:`TrainingDiverged`), keeping the last good checkpoint."""
+        weights = (self.ema.module if self.ema else self.model).state_dict()
+        bad = non_finite(weights)
+        if bad:
+            raise TrainingDiverged(f"weights became non-finite at step {self.step} ({len(bad)} tensors, e.g. "
+                                   f"{bad[0]}); last good checkpoint kept in {self.run_dir}")
         if self.dist.is_main:
-            weights = (self.ema.module if self.ema else self.model).state_dict()
             save_checkpoint(self.run_dir, self.step, weights, self._meta(), self._train_state(), tags)
         barrier()
 
@@ -164,8 +213,14 @@ class Trainer:
         on that clock instead of at epoch ends.
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.stopped_by = None
         if self.dist.is_main:
-            save_config(self.cfg, self.run_dir / "config.yaml")
+            remove_stale(self.run_dir)
+            try:
+                save_config(self.cfg, self.run_dir / "config.yaml")
+            except OSError as exc:
+                raise CheckpointError(f"{self.run_dir / 'config.yaml'}: could not write the run's config "
+                                      f"({exc.strerror or exc})") from exc
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         logger = RunLogger(self.run_dir, self.total_steps, self.step, self.dist.is_main)
         try:
@@ -204,6 +259,7 @@ class Trainer:
         if self._stop is not None:
             logger.write(f"{self._stop} received: saving and stopping at step {self.step}")
             self.save(("last",))
+            self.stopped_by, self._stop = self._stop, None
         return metrics
 
     def _log_step(self, logger: RunLogger, result) -> None:

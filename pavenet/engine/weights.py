@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from pavenet.config import Config, config_from_dict
-from pavenet.engine.checkpoint import CheckpointError, load_weights, read_metadata
+from pavenet.engine.checkpoint import CheckpointError, load_weights, non_finite, read_metadata
 
 
 def _frame_axis(src: torch.Size, dst: torch.Size, t_src: int, t_dst: int) -> Optional[int]:
@@ -82,13 +82,25 @@ def fit_state_dict(
     return out
 
 
+def _stored_frames(meta: dict) -> Optional[int]:
+    """The clip length T a checkpoint was trained with, from its stored config (None: not stored)."""
+    config = meta.get("config")
+    model_cfg = config.get("model") if isinstance(config, dict) else None
+    frames = model_cfg.get("num_frames") if isinstance(model_cfg, dict) else None
+    return frames if isinstance(frames, int) and not isinstance(frames, bool) and frames > 0 else None
+
+
 def load_model_weights(model: nn.Module, path: str, strict: bool = True) -> dict:
     """Load a checkpoint into ``model`` (clip lengths may differ); returns its metadata.
 
     ``strict=False`` allows keys on one side only (see :func:`fit_state_dict`).
     """
     state, meta = load_weights(path)
-    t_src = meta.get("config", {}).get("model", {}).get("num_frames")
+    bad = non_finite(state)
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} tensors hold NaN or infinite values (e.g. {bad[0]}): the run "
+                              "had diverged when it was saved; use an earlier checkpoint")
+    t_src = _stored_frames(meta)
     t_dst = getattr(model, "num_frames", None)
     try:
         fitted = fit_state_dict(model, state, t_src, t_dst, strict)
@@ -103,7 +115,7 @@ def load_checkpoint_model(path: str) -> tuple[nn.Module, Config]:
     from pavenet.model.network import build_model
 
     meta = read_metadata(path)
-    if "config" not in meta:
+    if not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{path}: no config in the checkpoint metadata (not a pavenet checkpoint?)")
     cfg = config_from_dict(meta["config"], source=str(path))
     model = build_model(cfg.model)

@@ -112,8 +112,10 @@ class OnnxRuntimeNetwork:
     # the slice of the nn.Module interface PoseEstimator calls
     def to(self, device: str | torch.device) -> "OnnxRuntimeNetwork":
         """Only the CPU is supported; another device is an error."""
+        from pavenet.engine.distributed import DeviceError
+
         if torch.device(device).type != "cpu":
-            raise ValueError(f"the onnxruntime backend runs on the CPU, not on {device}")
+            raise DeviceError(f"--device {device}: the onnxruntime backend runs on the CPU only")
         return self
 
     def eval(self) -> "OnnxRuntimeNetwork":
