@@ -199,3 +199,16 @@ def test_coco_pseudo_video(tmp_path: Path) -> None:
         src, dst = _colour_at(img, kp[:, 0]), _colour_at(raw.images[t], raw.keypoints[:, t])
         assert (np.abs(src - dst).max(-1) <= 40)[vis[:, 0]].mean() >= 0.9
     assert ds[0]["target"]["track_ids"].tolist() == [10 + i for i in range(len(anns))]
+
+
+def test_training_images_of_16_bits_are_scaled_and_bombs_are_data_errors(tmp_path, monkeypatch):
+    from pavenet.data.clips import load_image
+    from pavenet.data.posetrack import Frame
+
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.full((8, 6), 32768, dtype=np.uint16)).save(path)
+    frame = Frame(image_id=1, index=0, image_path=path, is_labeled=True)
+    assert (np.asarray(load_image(frame)) == 128).all()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)
+    with pytest.raises(DataError, match=r"deep\.png: unreadable image \(frame 0\): Image size \(48 pixels\)"):
+        load_image(frame)

@@ -1,5 +1,6 @@
 """Video inference: cached streaming equals recomputation, and the predict CLI end to end."""
 import csv
+import os
 import json
 from pathlib import Path
 
@@ -154,3 +155,77 @@ def test_predict_cli_on_images_one_frame_each_with_a_png_overlay(tiny, video, tm
         overlay = np.asarray(Image.open(out / f"shot{k}.png"))
         assert np.array_equal(overlay, draw_people(frames[k], *truth[0].arrays(), 0.0))
         assert not np.array_equal(overlay, frames[k])
+
+
+def _frames_per_file(out: Path) -> dict[str, int]:
+    return {p.relative_to(out).as_posix(): len(json.loads(p.read_text())["images"])
+            for p in sorted(out.rglob("*.json"))}
+
+
+def test_predict_gives_inputs_of_the_same_name_distinct_outputs(tiny, video, tmp_path):
+    from PIL import Image
+
+    cfg, model, _ = tiny
+    _, frames = video
+    ckpt = save_checkpoint(tmp_path / "run", 0, model.state_dict(), {"config": config_to_dict(cfg), "step": 0})
+    inputs = tmp_path / "in"
+    for folder, count in (("a/seq", 2), ("b/seq", 3)):
+        (inputs / folder).mkdir(parents=True)
+        for k in range(count):
+            Image.fromarray(frames[k]).save(inputs / folder / f"{k:06d}.jpg")
+    with VideoWriter(inputs / "a" / "seq.mp4", 25) as w:  # a video beside the folder of frames a/seq
+        for f in frames[:4]:
+            w.write(f)
+    common = ["--weights", str(ckpt), "--score-threshold", "0.0", "--device", "cpu"]
+    out = tmp_path / "out"
+    seqs = [str(inputs / "a" / "seq"), str(inputs / "b" / "seq"), str(inputs / "a" / "seq.mp4")]
+    assert main(["predict", *seqs, "--out", str(out), *common]) == 0
+    assert _frames_per_file(out) == {"a/seq.json": 2, "a/seq.mp4.json": 4, "b/seq.json": 3}
+    images = tmp_path / "images"
+    assert main(["predict", str(inputs / "*" / "seq" / "000000.jpg"), "--out", str(images), *common]) == 0
+    assert _frames_per_file(images) == {"a/seq/000000.json": 1, "b/seq/000000.json": 1}
+
+
+def test_predict_reports_a_decompression_bomb_and_goes_on(tiny, video, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    cfg, model, _ = tiny
+    _, frames = video
+    ckpt = save_checkpoint(tmp_path / "run", 0, model.state_dict(), {"config": config_to_dict(cfg), "step": 0})
+    Image.fromarray(frames[0]).save(tmp_path / "big.png")  # 96 x 64
+    Image.fromarray(frames[1][:32, :48]).save(tmp_path / "small.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # an error from 4000 pixels on
+    out = tmp_path / "out"
+    code = main(["predict", str(tmp_path / "big.png"), str(tmp_path / "small.png"), "--weights", str(ckpt),
+                 "--out", str(out), "--device", "cpu"])
+    assert code == 1
+    report = capsys.readouterr().err.split("input(s) failed:")[1].strip().splitlines()
+    assert len(report) == 1 and report[0].startswith(f"{tmp_path / 'big.png'}: image too large to decode safely")
+    assert _frames_per_file(out) == {"small.json": 1}
+
+
+def test_predict_into_a_used_folder_says_so_cleans_stale_temporaries_and_spares_inputs(tiny, video, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from pavenet.tempfiles import temp_path
+
+    cfg, model, _ = tiny
+    path, _ = video
+    ckpt = save_checkpoint(tmp_path / "run", 0, model.state_dict(), {"config": config_to_dict(cfg), "step": 0})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = out / temp_path(out / "clip30.json").name.replace(f"-{os.getpid()}-", f"-{dead.pid}-")
+    stale.write_text('{"half": ')
+    inside = out / "clip30.mp4"
+    inside.write_bytes(path.read_bytes())
+    code = main(["predict", str(inside), "--weights", str(ckpt), "--out", str(out), "--render", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"note: {out} is not empty: files of the same name are replaced, other files are kept" in err
+    assert f"{inside}: its output {inside} would replace the input {inside}" in err
+    assert sorted(p.name for p in out.iterdir()) == ["clip30.mp4", "notes.txt"]
+    assert inside.read_bytes() == path.read_bytes()

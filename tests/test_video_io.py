@@ -19,13 +19,14 @@ def _frames(n: int = N, h: int = H, w: int = W) -> list[np.ndarray]:
     return [np.full((h, w, 3), 8 * i, dtype=np.uint8) for i in range(n)]
 
 
-def _write_video(path: Path, frames: list[np.ndarray], rate=Fraction(30), faststart: bool = False) -> Path:
+def _write_video(path: Path, frames: list[np.ndarray], rate=Fraction(30), faststart: bool = False,
+                 movflags: str = "faststart") -> Path:
     if not faststart:
         with VideoWriter(path, rate) as writer:
             for f in frames:
                 writer.write(f)
         return path
-    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+    with av.open(str(path), "w", options={"movflags": movflags}) as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
         for f in frames:
@@ -81,6 +82,42 @@ def test_truncated_video_gives_clear_error(tmp_path, faststart, problem):
     with pytest.raises(VideoInputError, match=r"cut\.mp4: " + problem):
         with FrameStream(VideoSource(bad, "video")) as stream:
             list(stream)
+
+
+def test_a_cut_fragmented_mp4_is_truncated_not_shorter(tmp_path):
+    # fragmented MP4 declares no frame count, and threaded decoding drops the error of the cut-off
+    # packet: the decoded frames are checked against the declared duration instead
+    noise = np.random.default_rng(0).integers(0, 256, (36, H, W, 3), dtype=np.uint8)
+    full = _write_video(tmp_path / "frag.mp4", list(noise), faststart=True, movflags="frag_keyframe+empty_moov")
+    assert probe(VideoSource(full, "video")).num_frames is None
+    with FrameStream(VideoSource(full, "video")) as stream:
+        assert len(list(stream)) == 36
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(VideoInputError, match=r"cut\.mp4: truncated video, decoded 1\d frames up to 0\.\d\d s "
+                                              r"of 1\.2\d s"):
+        with FrameStream(VideoSource(cut, "video")) as stream:
+            list(stream)
+
+
+def test_a_16_bit_image_is_scaled_to_8_bits(tmp_path):
+    path = tmp_path / "deep.png"
+    values = np.array([[0, 257, 32768, 65535]], dtype=np.uint16).repeat(3, axis=0)
+    Image.fromarray(values).save(path)
+    with Image.open(path) as image:
+        assert image.mode.startswith("I")  # Pillow's 8-bit conversion would clip it at 255
+    (frame,) = list(FrameStream(VideoSource(path, "image")))
+    assert frame.shape == (3, 4, 3) and frame.dtype == np.uint8
+    assert (frame == np.array([0, 1, 128, 255])[None, :, None]).all()
+
+
+def test_an_image_over_the_decompression_bomb_limit_is_a_clear_error(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.fromarray(_frames(1)[0]).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", W * H // 4)  # the error starts at twice the limit
+    with pytest.raises(VideoInputError, match=r"big\.png: image too large to decode safely \(Image size "
+                                              r"\(6144 pixels\) exceeds limit"):
+        list(FrameStream(VideoSource(path, "image")))
 
 
 def test_not_a_video_gives_clear_error(tmp_path):

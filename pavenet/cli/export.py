@@ -7,7 +7,9 @@ streaming pair ``model.encoder.onnx`` / ``model.decoder.onnx`` (see
 from __future__ import annotations
 
 import argparse
-import sys
+from pathlib import Path
+
+from pavenet.cli.arguments import positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -16,9 +18,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, help="checkpoint (model.safetensors, its folder or a run folder)")
     p.add_argument("--out", default="model.onnx", help="clip graph path; the streaming pair goes next to it "
                                                        "as NAME.encoder.onnx and NAME.decoder.onnx")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+    p.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"), default=None,
                    help="network input size after the test resize (default: that of a 1920x1080 video)")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
+    p.add_argument("--opset", type=positive_int, default=18,
+                   help="ONNX opset, 18 up to the newest the installed onnx knows (default: 18)")
     p.add_argument("--dynamic-batch", action="store_true",
                    help="dynamic batch axis in the clip graph (the streaming pair always has one)")
     p.add_argument("--graphs", nargs="+", choices=["clip", "streaming"], default=["clip", "streaming"],
@@ -28,25 +31,22 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pavenet.config import ConfigError, load_config
+    from pavenet.config import load_config
     from pavenet.data.transforms import resized_size
-    from pavenet.engine.checkpoint import CheckpointError
     from pavenet.engine.weights import load_model_weights
     from pavenet.export.onnx_export import ExportOptions, export_clip, export_streaming
     from pavenet.model.network import build_model
+    from pavenet.tempfiles import remove_stale
 
-    try:
-        cfg = load_config(args.config, args.set)
-        if args.size is None:
-            w, h = resized_size(1920, 1080, cfg.data.test_short_side, cfg.data.test_max_size)
-        else:
-            h, w = args.size
-        opts = ExportOptions(h, w, args.opset, args.dynamic_batch)
-        model = build_model(cfg.model)
-        load_model_weights(model, args.weights)
-    except (ConfigError, CheckpointError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.set)
+    if args.size is None:
+        w, h = resized_size(1920, 1080, cfg.data.test_short_side, cfg.data.test_max_size)
+    else:
+        h, w = args.size
+    opts = ExportOptions(h, w, args.opset, args.dynamic_batch)
+    model = build_model(cfg.model)
+    load_model_weights(model, args.weights)
+    remove_stale(Path(args.out).parent)
     print(f"exporting for a {h}x{w} (H x W) network input, {cfg.model.num_frames} frames per clip")
     written = []
     if "clip" in args.graphs:

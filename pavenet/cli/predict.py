@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from pavenet.cli.arguments import positive_int, unit_float
 from pavenet.infer import COMPILE_MODES
 
 
@@ -17,15 +19,18 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "onnxruntime also a `pavenet export` output (model.onnx or its folder)")
     p.add_argument("--backend", default="pytorch", choices=["pytorch", "onnxruntime"],
                    help="run the network with PyTorch (default) or ONNX Runtime on the CPU")
-    p.add_argument("--out", default="runs/predict", help="output folder (default: runs/predict)")
+    p.add_argument("--out", default="runs/predict",
+                   help="output folder (default: runs/predict); each input's files are named after it (inputs "
+                        "of the same name: after their relative paths); files of the same name from an earlier "
+                        "run are replaced, other files are left alone")
     p.add_argument("--format", nargs="+", default=["posetrack"], choices=["posetrack", "coco", "csv"],
                    help="output formats (default: posetrack)")
     p.add_argument("--render", action="store_true", help="also write an overlay video per input (a PNG for an image)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
-    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default: 4)")
-    p.add_argument("--score-threshold", type=float, default=None,
-                   help="minimum person score (default: the checkpoint's postprocess.score_threshold)")
-    p.add_argument("--joint-threshold", type=float, default=0.05,
+    p.add_argument("--batch-size", type=positive_int, default=4, help="windows per forward pass (default: 4)")
+    p.add_argument("--score-threshold", type=unit_float, default=None,
+                   help="minimum person score, 0..1 (default: the checkpoint's postprocess.score_threshold)")
+    p.add_argument("--joint-threshold", type=unit_float, default=0.05,
                    help="overlay: joints scoring below it are not drawn (default: 0.05)")
     p.add_argument("--smooth", action="store_true", help="One-Euro smoothing of the keypoints")
     p.add_argument("--no-cache", action="store_true", help="recompute the encoder for every window")
@@ -39,7 +44,18 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _predict_one(est, source, index: int, args: argparse.Namespace) -> list[Path]:
+def _planned_files(source, name: str, args: argparse.Namespace) -> list[Path]:
+    """Every file the run writes for ``source`` under the output name ``name``."""
+    from pavenet.infer.outputs import output_files
+
+    out = Path(args.out)
+    files = list(output_files(out, name, tuple(args.format)).values())
+    if args.render:
+        files.append(out / f"{name}{'.png' if source.kind == 'image' else '.mp4'}")
+    return files
+
+
+def _predict_one(est, source, name: str, index: int, args: argparse.Namespace) -> list[Path]:
     from tqdm import tqdm
 
     from pavenet.infer.outputs import write_outputs
@@ -48,17 +64,17 @@ def _predict_one(est, source, index: int, args: argparse.Namespace) -> list[Path
 
     total = probe(source).num_frames
     frames = []
-    with tqdm(total=total, desc=source.name, unit="frame", leave=False) as bar:
+    with tqdm(total=total, desc=name, unit="frame", leave=False) as bar:
         for pred in est.predict_video(source, args.batch_size, args.score_threshold):
             frames.append(pred)
             bar.update(1)
-    out = Path(args.out)
-    written = write_outputs(out, source.name, index, frames, tuple(args.format))
-    if args.render and source.kind == "image":
-        written.append(render_image(source, *frames[0].arrays(), out / f"{source.name}.png", args.joint_threshold))
-    elif args.render:
-        people = (f.arrays() for f in frames)
-        written.append(render_video(source, people, out / f"{source.name}.mp4", args.joint_threshold))
+    written = write_outputs(Path(args.out), name, index, frames, tuple(args.format))
+    if args.render:
+        overlay = _planned_files(source, name, args)[-1]
+        if source.kind == "image":
+            written.append(render_image(source, *frames[0].arrays(), overlay, args.joint_threshold))
+        else:
+            written.append(render_video(source, (f.arrays() for f in frames), overlay, args.joint_threshold))
     return written
 
 
@@ -68,6 +84,36 @@ def _failure(path, exc: Exception) -> str:
     return message if message.startswith(f"{path}:") else f"{path}: {message}"
 
 
+def _prepare_out(args: argparse.Namespace) -> None:
+    """Check that --out takes files before any inference; remove what killed runs left there."""
+    from pavenet.eval.writers import ensure_writable
+    from pavenet.tempfiles import remove_stale
+
+    out = ensure_writable(args.out)
+    remove_stale(out)
+    if any(out.iterdir()):
+        print(f"note: {out} is not empty: files of the same name are replaced, other files are kept",
+              file=sys.stderr)
+
+
+def _plan(sources, args: argparse.Namespace) -> tuple[list[tuple], list[str]]:
+    """(index, source, output name) of each source whose files replace neither an input nor a file
+    an earlier source writes, and a failure line for each other one."""
+    from pavenet.infer.output_names import output_names
+
+    planned, failures = [], []
+    owner = {os.path.abspath(s.path): f"the input {s.path}" for s in sources}
+    for index, (source, name) in enumerate(zip(sources, output_names(sources))):
+        files = [os.path.abspath(f) for f in _planned_files(source, name, args)]
+        clash = next((f for f in files if f in owner), None)
+        if clash is not None:
+            failures.append(f"{source.path}: its output {clash} would replace {owner[clash]}")
+            continue
+        owner.update({f: f"the output of {source.path}" for f in files})
+        planned.append((index, source, name))
+    return planned, failures
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -75,21 +121,23 @@ def run(args: argparse.Namespace) -> int:
     from pavenet.infer.smoothing import SmoothingConfig
     from pavenet.infer.video_io import VideoInputError, resolve_inputs
 
+    if args.backend == "onnxruntime" and (args.amp or args.compile):
+        print("pavenet predict: error: --amp and --compile apply to the pytorch backend only", file=sys.stderr)
+        return 2
+    _prepare_out(args)
     sources, failures = resolve_inputs(args.inputs)
-    failures = [str(e) for e in failures]
+    planned, clashes = _plan(sources, args)
+    failures = [str(e) for e in failures] + clashes
     options = {"cache": not args.no_cache,
                "smoothing": SmoothingConfig(enabled=True) if args.smooth else None}
     if args.backend == "onnxruntime":
-        if args.amp or args.compile:
-            print("error: --amp and --compile apply to the pytorch backend only", file=sys.stderr)
-            return 2
         est = PoseEstimator.from_onnx(args.weights, device=args.device, **options)
     else:
         est = PoseEstimator.from_checkpoint(args.weights, device=args.device, amp=args.amp,
                                             compile=args.compile_mode if args.compile else None, **options)
-    for index, source in enumerate(tqdm(sources, desc="inputs", unit="input")):
+    for index, source, name in tqdm(planned, desc="inputs", unit="input"):
         try:
-            for path in _predict_one(est, source, index, args):
+            for path in _predict_one(est, source, name, index, args):
                 tqdm.write(f"wrote {path}")
         except (VideoInputError, ValueError, OSError) as exc:
             failures.append(_failure(source.path, exc))

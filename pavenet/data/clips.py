@@ -12,8 +12,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from pavenet.data.images import IMAGE_ERRORS, open_rgb8
 from pavenet.data.joints import MODEL, POSETRACK18_TO_MODEL
 from pavenet.data.posetrack import AnnotationError, Frame, Sequence
 from pavenet.eval.regions import inside_any
@@ -55,11 +56,10 @@ def clip_indices(key: int, length: int, num_frames: int, stride: int) -> list[in
 def load_image(frame: Frame) -> Image.Image:
     """Open a frame's image as RGB; raises :class:`DataError` naming the file on failure."""
     try:
-        with Image.open(frame.image_path) as im:
-            img = im.convert("RGB")
+        img = open_rgb8(frame.image_path)
     except FileNotFoundError:
         raise DataError(f"{frame.image_path}: image not found (frame {frame.index})") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except IMAGE_ERRORS as exc:
         raise DataError(f"{frame.image_path}: unreadable image (frame {frame.index}): {exc}") from exc
     if frame.width and frame.height and img.size != (frame.width, frame.height):
         raise DataError(f"{frame.image_path}: image is {img.size[0]}x{img.size[1]}, "

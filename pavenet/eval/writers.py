@@ -18,6 +18,8 @@ import numpy as np
 
 from pavenet.data.joints import MODEL, POSETRACK18, model_to_posetrack18
 from pavenet.data.posetrack17 import POSETRACK17
+from pavenet.errors import PavenetError
+from pavenet.tempfiles import temp_prefix
 
 #: Track ids must stay below this for the official evaluator (it offsets ids per sequence).
 MAX_TRACK_ID = 10000
@@ -62,16 +64,35 @@ def public_mode() -> int:
     return 0o666 & ~umask
 
 
+class OutputError(PavenetError, OSError):
+    """An output folder that cannot be written to."""
+
+
+def ensure_writable(folder: str | Path) -> Path:
+    """Create ``folder`` if needed and check that files can be written in it (before any work
+    whose results would go there); raises :class:`OutputError` naming the folder."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=temp_prefix(folder / "probe"), dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot write output files there ({exc.strerror or exc})") from exc
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[str]:
     """A temporary file name next to ``path`` (ending in ``suffix``, for writers that pick the
     format from it) to write by any means; renamed to ``path`` when the block succeeds.
 
-    A failure inside the block removes the temporary file and leaves ``path`` untouched.
+    A failure inside the block removes the temporary file and leaves ``path`` untouched; what a
+    killed process left is removed by :func:`pavenet.tempfiles.remove_stale`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield tmp

@@ -30,7 +30,9 @@ import torch
 from torch import Tensor, nn
 
 from pavenet.config import Config, config_to_dict
+from pavenet.errors import PavenetError
 from pavenet.model.encoder import FrameMemory
+from pavenet.tempfiles import temp_path
 
 #: Outputs of the clip and decoder graphs, in order (names and shapes as ``PAVENet.forward``).
 CLIP_OUTPUTS = ("logits", "keypoints", "visibility", "sigma", "embedding", "kept_index")
@@ -87,6 +89,17 @@ class DecoderGraph(nn.Module):
         return tuple(out[k] for k in CLIP_OUTPUTS)
 
 
+class ExportError(PavenetError, ValueError):
+    """Export options the exporter cannot honour."""
+
+
+def max_opset() -> int:
+    """The newest ONNX opset the installed ``onnx`` package knows."""
+    import onnx.defs
+
+    return int(onnx.defs.onnx_opset_version())
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     """Network input size (after the test-time resize), opset and whether batch is dynamic."""
@@ -98,9 +111,10 @@ class ExportOptions:
 
     def __post_init__(self) -> None:
         if self.height < 32 or self.width < 32:
-            raise ValueError(f"export size {self.height}x{self.width}: both sides must be >= 32")
-        if self.opset < DEFAULT_OPSET:
-            raise ValueError(f"opset {self.opset}: the ONNX exporter needs opset >= {DEFAULT_OPSET}")
+            raise ExportError(f"export size {self.height}x{self.width}: both sides must be >= 32")
+        if not DEFAULT_OPSET <= self.opset <= max_opset():
+            raise ExportError(f"--opset {self.opset}: the ONNX exporter writes opsets {DEFAULT_OPSET} "
+                              f"to {max_opset()}")
 
 
 def streaming_paths(out: str | Path) -> tuple[Path, Path]:
@@ -128,10 +142,14 @@ def _save(module: nn.Module, args: tuple[Tensor, ...], path: Path, input_names: 
             dynamic_shapes=_batch_dims(input_names, opts.dynamic_batch))
     if program is None:
         raise RuntimeError(f"{path}: the ONNX exporter returned no program")
+    written = program.model.opset_imports.get("", None)
+    if written != opts.opset:
+        raise ExportError(f"--opset {opts.opset}: the exporter could only convert the graph to opset "
+                          f"{written}; nothing written to {path}")
     for key, value in metadata.items():
         program.model.metadata_props[META_PREFIX + key] = json.dumps(value)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path(path, ".onnx")
     try:
         program.save(tmp, external_data=False)
         os.replace(tmp, path)

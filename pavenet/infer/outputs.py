@@ -47,21 +47,24 @@ def write_csv(path: Path, frames: list[FramePrediction]) -> None:
                     w.writerow([fr.index, p.track_id, name, f"{x:.2f}", f"{y:.2f}", f"{s:.4f}"])
 
 
+#: file name ending of each format
+ENDINGS = {"posetrack": ".json", "coco": ".coco.json", "csv": ".csv"}
+
+
+def output_files(out_dir: Path, name: str, formats: tuple[str, ...]) -> dict[str, Path]:
+    """format -> the file :func:`write_outputs` writes it to, for the requested formats."""
+    return {f: out_dir / f"{name}{ENDINGS[f]}" for f in FORMATS if f in formats}
+
+
 def write_outputs(out_dir: Path, name: str, video_index: int, frames: list[FramePrediction],
                   formats: tuple[str, ...]) -> list[Path]:
     """Write the requested formats for one video; returns the written paths."""
-    written = []
     people = to_people(frames, video_index)
-    if "posetrack" in formats:
-        p = out_dir / f"{name}.json"
-        write_posetrack_predictions(p, image_entries(name, video_index, len(frames)), people)
-        written.append(p)
-    if "coco" in formats:
-        p = out_dir / f"{name}.coco.json"
-        write_coco_results(p, people)
-        written.append(p)
-    if "csv" in formats:
-        p = out_dir / f"{name}.csv"
-        write_csv(p, frames)
-        written.append(p)
-    return written
+    files = output_files(out_dir, name, formats)
+    if "posetrack" in files:
+        write_posetrack_predictions(files["posetrack"], image_entries(name, video_index, len(frames)), people)
+    if "coco" in files:
+        write_coco_results(files["coco"], people)
+    if "csv" in files:
+        write_csv(files["csv"], frames)
+    return list(files.values())

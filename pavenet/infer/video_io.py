@@ -11,6 +11,7 @@ Every problem raises :class:`VideoInputError` with a message that names the inpu
 from __future__ import annotations
 
 import glob
+import os
 import queue
 import re
 import threading
@@ -23,6 +24,7 @@ import av
 import numpy as np
 from PIL import Image
 
+from pavenet.data.images import IMAGE_ERRORS, open_rgb8
 from pavenet.errors import PavenetError
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
@@ -87,16 +89,22 @@ def resolve_input(spec: str) -> list[VideoSource]:
 
 
 def resolve_inputs(specs: Sequence[str]) -> tuple[list[VideoSource], list[VideoInputError]]:
-    """Resolve every input; return the sources (duplicates removed) and one error per bad input."""
+    """Resolve every input; return the sources (duplicates removed, also when given by different
+    paths such as ``a`` and ``./a`` or an absolute path) and one error per bad input."""
     sources: list[VideoSource] = []
     errors: list[VideoInputError] = []
+    seen: set[str] = set()
     for spec in specs:
         try:
             found = resolve_input(spec)
         except VideoInputError as exc:
             errors.append(exc)
             continue
-        sources.extend(s for s in found if s not in sources)
+        for source in found:
+            key = os.path.abspath(source.path)
+            if key not in seen:
+                seen.add(key)
+                sources.append(source)
     return sources, errors
 
 
@@ -139,20 +147,34 @@ def probe(source: VideoSource, frames_rate: Fraction = DEFAULT_FRAMES_FPS) -> Vi
 
 def _read_image(path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, ValueError) as exc:
+        return np.asarray(open_rgb8(path))
+    except Image.DecompressionBombError as exc:
+        raise VideoInputError(f"{path}: image too large to decode safely ({exc})") from exc
+    except IMAGE_ERRORS as exc:
         raise VideoInputError(f"{path}: unreadable image ({exc})") from exc
 
 
+def _declared_end(stream: av.video.stream.VideoStream) -> float | None:
+    """Seconds at which the stream says it ends (start + duration); None when it does not say."""
+    if not stream.duration or stream.time_base is None:
+        return None
+    return float((stream.start_time or 0) * stream.time_base + stream.duration * stream.time_base)
+
+
 def _decode_video(path: Path, declared: int | None) -> Iterator[np.ndarray]:
-    count = 0
+    """Frames of a video file. A file that ends before its declared frame count, or (when it
+    declares no count, as fragmented MP4 does) before its declared duration, is truncated: threaded
+    decoding drops the error of a cut-off last packet, so the frames are counted against both."""
+    count, end, reached = 0, None, None
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            end, step = _declared_end(stream), 1.0 / float(stream.average_rate or DEFAULT_FRAMES_FPS)
             for frame in container.decode(stream):
                 count += 1
+                if frame.time is not None:
+                    reached = frame.time + step
                 yield frame.to_ndarray(format="rgb24")
     except av.FFmpegError as exc:
         raise VideoInputError(f"{path}: decoding failed after {count} frames ({exc})") from exc
@@ -160,6 +182,9 @@ def _decode_video(path: Path, declared: int | None) -> Iterator[np.ndarray]:
         raise VideoInputError(f"{path}: truncated video, decoded {count} of {declared} frames")
     if count == 0:
         raise VideoInputError(f"{path}: the video has no decodable frames")
+    if declared is None and end is not None and reached is not None and reached < end - 1.5 * step:
+        raise VideoInputError(f"{path}: truncated video, decoded {count} frames up to {reached:.2f} s "
+                              f"of {end:.2f} s")
 
 
 def _decode_frames(folder: Path) -> Iterator[np.ndarray]:

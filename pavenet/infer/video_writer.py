@@ -14,6 +14,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from pavenet.tempfiles import temp_path
+
 #: Codecs tried in order; the first one PyAV can encode with is used.
 CODEC_PREFERENCE = ("libx264", "h264", "mpeg4", "libvpx", "mjpeg")
 
@@ -40,7 +42,7 @@ class VideoWriter:
     def __init__(self, path: str | Path, rate: Fraction | float | int, codec: str | None = None,
                  crf: int = 20) -> None:
         self.path = Path(path)
-        self.tmp_path = self.path.with_name(f".{self.path.stem}.tmp{self.path.suffix}")
+        self.tmp_path = temp_path(self.path, self.path.suffix)
         self.rate = Fraction(rate).limit_denominator(1_000_000)
         if self.rate <= 0:
             raise ValueError(f"{self.path}: frame rate must be positive, got {rate}")

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pavenet.data.joints import EVAL_GROUPS  # noqa: E402
+from pavenet.tempfiles import temp_path  # noqa: E402
 
 #: Joint names of the evaluation JSON (``ap`` / ``mota`` blocks) in table-column order.
 TABLE_COLUMNS = list(EVAL_GROUPS) + ["Total"]
@@ -163,7 +164,7 @@ def write_report(plan, results: dict[str, dict], ablation: dict | None, steps: d
         "## Machine", "", *[f"- {k}: {v}" for k, v in machine.items()], "",
     ]
     path = out / "report.md"
-    tmp = path.with_name(".report.md.tmp")
+    tmp = temp_path(path)
     tmp.write_text("\n".join(parts))
     tmp.replace(path)
     return path
