@@ -43,20 +43,17 @@ def _run_posetrack(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pavenet.eval.posetrack_io import PoseTrackFormatError
     from pavenet.eval.writers import atomic_write_json
 
     if args.coco and (args.no_tracking or args.per_sequence or args.strict):
-        raise SystemExit("eval: --coco cannot be combined with --no-tracking, --per-sequence or --strict")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            result = _run_coco(args) if args.coco else _run_posetrack(args)
-    except (FileNotFoundError, PoseTrackFormatError, ValueError) as e:
-        print(f"eval: {e}", file=sys.stderr)
+        print("pavenet eval: error: --coco cannot be combined with --no-tracking, --per-sequence or --strict",
+              file=sys.stderr)
         return 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = _run_coco(args) if args.coco else _run_posetrack(args)
     for w in caught:
-        print(f"eval: warning: {w.message}", file=sys.stderr)
+        print(f"pavenet eval: warning: {w.message}", file=sys.stderr)
     if args.json:
         atomic_write_json(args.json, result)
         print(f"metrics written to {args.json}")

@@ -22,21 +22,41 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pavenet.data import fields
 from pavenet.data.clips import DataError, ParamFn, RawClip, make_item
+from pavenet.data.images import IMAGE_ERRORS, open_rgb8
 from pavenet.data.joints import COCO, coco_to_model
 from pavenet.data.posetrack import AnnotationError, _read_json
 
 
-def _persons(anns: list[dict], path: Path) -> dict[int, list[dict]]:
+def _persons(anns: object, path: Path) -> dict[int, list[dict]]:
+    """image id -> its annotated people (checked copies: int ids, 51 finite keypoint values)."""
     out: dict[int, list[dict]] = {}
-    for i, ann in enumerate(anns):
+    for i, ann in enumerate(fields.array(anns, f"{path}: 'annotations'")):
+        where = f"{path}: annotations[{i}]"
+        ann = fields.mapping(ann, where)
         if ann.get("iscrowd") or not ann.get("num_keypoints", 1):
             continue
         kps = ann.get("keypoints")
-        if kps is None or len(kps) != len(COCO) * 3:
-            raise AnnotationError(f"{path}: annotations[{i}] (id {ann.get('id')}): 'keypoints' must hold "
-                                  f"{len(COCO) * 3} values, got {None if kps is None else len(kps)}")
-        out.setdefault(int(ann["image_id"]), []).append(ann)
+        if not isinstance(kps, list) or len(kps) != len(COCO) * 3:
+            raise AnnotationError(f"{where} (id {ann.get('id')}): 'keypoints' must hold "
+                                  f"{len(COCO) * 3} values, got {len(kps) if isinstance(kps, list) else kps!r}")
+        person = {**ann, "keypoints": fields.numbers(kps, f"{where}: 'keypoints'").tolist(),
+                  "id": fields.identifier(ann.get("id", i), f"{where}: 'id'")}
+        out.setdefault(fields.identifier(ann.get("image_id"), f"{where}: 'image_id'"), []).append(person)
+    return out
+
+
+def _images(images: object, persons: dict[int, list[dict]], path: Path) -> list[dict]:
+    """The image records (int ``id``, string ``file_name``) that have annotated people."""
+    out = []
+    for i, image in enumerate(fields.array(images, f"{path}: 'images'")):
+        where = f"{path}: images[{i}]"
+        image = fields.mapping(image, where)
+        image_id = fields.identifier(image.get("id"), f"{where}: 'id'")
+        if image_id in persons:
+            out.append({**image, "id": image_id, "file_name": fields.text(image.get("file_name"),
+                                                                          f"{where}: 'file_name'")})
     return out
 
 
@@ -50,7 +70,7 @@ class CocoPseudoVideo(torch.utils.data.Dataset):
         if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
             raise AnnotationError(f"{path}: expected a COCO dict with 'images' and 'annotations'")
         persons = _persons(data["annotations"], path)
-        self.images = [im for im in data["images"] if int(im["id"]) in persons]
+        self.images = _images(data["images"], persons, path)
         self.persons, self.image_dir = persons, Path(image_dir)
         self.num_frames, self.params_fn = num_frames, params_fn
         self.max_angle, self.skip_bad = max_angle, skip_bad
@@ -63,18 +83,17 @@ class CocoPseudoVideo(torch.utils.data.Dataset):
     def _load(self, image: dict) -> Image.Image:
         path = self.image_dir / image["file_name"]
         try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
+            return open_rgb8(path)
         except FileNotFoundError:
             raise DataError(f"{path}: image not found (image id {image['id']})") from None
-        except OSError as exc:
+        except IMAGE_ERRORS as exc:
             raise DataError(f"{path}: unreadable image (image id {image['id']}): {exc}") from exc
 
     def raw_clip(self, i: int, rng: np.random.Generator) -> RawClip:
         """The pseudo-video clip of image ``i`` (neighbour frames rotated by random angles)."""
         image = self.images[i]
         img = self._load(image)
-        anns = self.persons[int(image["id"])]
+        anns = self.persons[image["id"]]
         kp = coco_to_model(np.array([a["keypoints"] for a in anns], np.float64).reshape(len(anns), len(COCO), 3))
         t, key = self.num_frames, self.num_frames // 2
         frames, kps = [], []
@@ -89,7 +108,7 @@ class CocoPseudoVideo(torch.utils.data.Dataset):
         vis = np.repeat((kp[:, None, :, 2] > 0), t, axis=1)
         return RawClip(
             images=frames, keypoints=np.stack(kps, axis=1), visible=vis, present=vis.any(-1),
-            labeled=np.ones(t, bool), track_ids=np.array([a.get("id", k) for k, a in enumerate(anns)], np.int64),
+            labeled=np.ones(t, bool), track_ids=np.array([a["id"] for a in anns], np.int64),
             video_id=int(image["id"]), key_frame=key, image_ids=np.full(t, int(image["id"]), np.int64),
             frame_indices=np.zeros(t, np.int64),
         )

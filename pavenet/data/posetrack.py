@@ -18,12 +18,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from pavenet.data.fields import AnnotationError, array, identifier, numbers, text
 from pavenet.data.joints import POSETRACK18
-from pavenet.errors import PavenetError
-
-
-class AnnotationError(PavenetError, ValueError):
-    """An annotation file is malformed; the message names the file and the key or frame."""
 
 
 @dataclass
@@ -82,30 +78,30 @@ def _read_json(path: Path) -> Any:
             return json.load(fh)
     except FileNotFoundError:
         raise AnnotationError(f"{path}: annotation file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise AnnotationError(f"{path}: malformed JSON: {exc}") from exc
+    except OSError as exc:
+        raise AnnotationError(f"{path}: unreadable annotation file ({exc.strerror or exc})") from exc
 
 
 def _polygons(image: dict, where: str) -> list[np.ndarray]:
-    xs, ys = image.get("ignore_regions_x") or [], image.get("ignore_regions_y") or []
+    xs = array(image.get("ignore_regions_x") or [], f"{where}: 'ignore_regions_x'")
+    ys = array(image.get("ignore_regions_y") or [], f"{where}: 'ignore_regions_y'")
     if len(xs) != len(ys):
         raise AnnotationError(f"{where}: ignore_regions_x has {len(xs)} polygons, ignore_regions_y {len(ys)}")
     polys = []
     for i, (x, y) in enumerate(zip(xs, ys)):
-        if len(x) != len(y):
-            raise AnnotationError(f"{where}: ignore polygon {i} has {len(x)} x values and {len(y)} y values")
+        x = numbers(x, f"{where}: 'ignore_regions_x'[{i}]")
+        y = numbers(y, f"{where}: 'ignore_regions_y'[{i}]", len(x))
         if len(x) >= 3:
-            polys.append(np.stack([np.asarray(x, np.float64), np.asarray(y, np.float64)], axis=1))
+            polys.append(np.stack([x, y], axis=1))
     return polys
 
 
 def _box(value: Any, key: str, where: str) -> Optional[np.ndarray]:
     if value is None or (isinstance(value, list) and not value):
         return None
-    arr = np.asarray(value, dtype=np.float64).reshape(-1)
-    if arr.shape != (4,):
-        raise AnnotationError(f"{where}: '{key}' must hold 4 numbers, got {len(arr)}")
-    return arr
+    return numbers(value, f"{where}: '{key}'", 4)
 
 
 def parse_person(ann: dict, where: str) -> Person:
@@ -114,62 +110,61 @@ def parse_person(ann: dict, where: str) -> Person:
     if kps is None:
         raise AnnotationError(f"{where}: missing 'keypoints'")
     n = len(POSETRACK18) * 3
-    if len(kps) != n:
+    if len(array(kps, f"{where}: 'keypoints'")) != n:
         raise AnnotationError(f"{where}: 'keypoints' has {len(kps)} values, expected {n} (17 x 3)")
-    arr = np.asarray(kps, dtype=np.float64).reshape(len(POSETRACK18), 3)
-    if not np.isfinite(arr).all():
-        raise AnnotationError(f"{where}: 'keypoints' holds non-finite values")
+    arr = numbers(kps, f"{where}: 'keypoints'").reshape(len(POSETRACK18), 3)
     arr[:, 2] = (arr[:, 2] > 0).astype(np.float64)
     arr[arr[:, 2] == 0, :2] = 0.0
     track = ann.get("track_id", ann.get("person_id"))
     if track is None:
         raise AnnotationError(f"{where}: missing 'track_id'")
     return Person(
-        track_id=int(track),
+        track_id=identifier(track, f"{where}: 'track_id'"),
         keypoints=arr,
         bbox=_box(ann.get("bbox"), "bbox", where),
         bbox_head=_box(ann.get("bbox_head"), "bbox_head", where),
-        annotation_id=int(ann.get("id", -1)),
+        annotation_id=identifier(ann.get("id", -1), f"{where}: 'id'"),
     )
 
 
-def _frame_key(image: dict) -> int:
-    return int(image.get("frame_id", image["id"]))
+def _size(image: dict, key: str, where: str) -> Optional[int]:
+    value = image.get(key)
+    return identifier(value, f"{where}: '{key}'") if value else None
 
 
 def _build_sequence(name: str, images: list[dict], anns: list[dict], path: Path, image_root: Path) -> Sequence:
-    images = sorted(images, key=_frame_key)
+    images = sorted(images, key=lambda im: im["_frame_key"])
     frames, by_id = [], {}
     for idx, im in enumerate(images):
         where = f"{path}: image {im.get('file_name', im['id'])}"
-        if "file_name" not in im:
-            raise AnnotationError(f"{where}: missing 'file_name'")
         frame = Frame(
-            image_id=int(im["id"]), index=idx, image_path=image_root / im["file_name"],
-            is_labeled=bool(im.get("is_labeled", True)),
-            width=int(im["width"]) if im.get("width") else None,
-            height=int(im["height"]) if im.get("height") else None,
-            ignore_regions=_polygons(im, where),
+            image_id=im["id"], index=idx, image_path=image_root / text(im.get("file_name"), f"{where}: 'file_name'"),
+            is_labeled=bool(im.get("is_labeled", True)), width=_size(im, "width", where),
+            height=_size(im, "height", where), ignore_regions=_polygons(im, where),
         )
         frames.append(frame)
         by_id[frame.image_id] = frame
     for i, ann in enumerate(anns):
-        frame = by_id[int(ann["image_id"])]
+        frame = by_id[ann["image_id"]]
         where = f"{path}: annotation {i} (id {ann.get('id')}, image {frame.image_path.name})"
         frame.persons.append(parse_person(ann, where))
-    nframes = images[0].get("nframes") if images else None
-    return Sequence(name=name, frames=frames, source=path, nframes=int(nframes) if nframes else None)
+    nframes = _size(images[0], "nframes", f"{path}: image {images[0]['id']}") if images else None
+    return Sequence(name=name, frames=frames, source=path, nframes=nframes)
 
 
-def _group_images(images: list[dict], path: Path) -> dict[str, list[dict]]:
+def _group_images(images: list, path: Path) -> dict[str, list[dict]]:
+    """vid_id (or the file's folder) -> copies of its image records with an int ``id`` and ``_frame_key``."""
     groups: dict[str, list[dict]] = {}
-    for i, im in enumerate(images):
+    for i, im in enumerate(array(images, f"{path}: 'images'")):
+        where = f"{path}: images[{i}]"
         if not isinstance(im, dict) or "id" not in im:
-            raise AnnotationError(f"{path}: images[{i}] is not an image record with an 'id'")
+            raise AnnotationError(f"{where} is not an image record with an 'id'")
+        image_id = identifier(im["id"], f"{where}: 'id'")
+        key = identifier(im.get("frame_id", image_id), f"{where}: 'frame_id'")
         vid = im.get("vid_id")
         if vid is None:
             vid = Path(str(im.get("file_name", ""))).parent.name
-        groups.setdefault(str(vid), []).append(im)
+        groups.setdefault(str(vid), []).append({**im, "id": image_id, "_frame_key": key})
     return groups
 
 
@@ -186,15 +181,16 @@ def load_sequences_from_file(path: str | Path, image_root: str | Path | None = N
         raise AnnotationError(f"{path}: expected a COCO-style dict with 'images' and 'annotations'")
     root = Path(image_root) if image_root is not None else path.parent.parent.parent
     groups = _group_images(data["images"], path)
-    image_vid = {int(im["id"]): vid for vid, ims in groups.items() for im in ims}
+    image_vid = {im["id"]: vid for vid, ims in groups.items() for im in ims}
     anns: dict[str, list[dict]] = {vid: [] for vid in groups}
-    for i, ann in enumerate(data["annotations"]):
+    for i, ann in enumerate(array(data["annotations"], f"{path}: 'annotations'")):
         if not isinstance(ann, dict) or "image_id" not in ann:
             raise AnnotationError(f"{path}: annotations[{i}] has no 'image_id'")
-        vid = image_vid.get(int(ann["image_id"]))
+        image_id = identifier(ann["image_id"], f"{path}: annotations[{i}]: 'image_id'")
+        vid = image_vid.get(image_id)
         if vid is None:
             raise AnnotationError(f"{path}: annotations[{i}] refers to unknown image_id {ann['image_id']}")
-        anns[vid].append(ann)
+        anns[vid].append({**ann, "image_id": image_id})
     name_single = path.stem if len(groups) == 1 else None
     seqs = [_build_sequence(name_single or vid, ims, anns[vid], path, root) for vid, ims in groups.items()]
     for seq in seqs:

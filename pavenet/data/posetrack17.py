@@ -57,14 +57,14 @@ def scalar(value: Any, key: str, where: str, strict: bool = False) -> Any:
 
 
 def number(value: Any, key: str, where: str, strict: bool = False) -> float:
-    """A finite number field (see :func:`scalar`)."""
+    """A finite number field (see :func:`scalar`); ``strict`` also refuses numbers written as strings."""
     v = scalar(value, key, where, strict)
-    if isinstance(v, bool):
+    if isinstance(v, bool) or (strict and isinstance(v, str)):
         raise AnnotationError(f"{where}: '{key}' must be a number, got {v!r}")
     try:
         out = float(v)
-    except (TypeError, ValueError):
-        raise AnnotationError(f"{where}: '{key}' must be a number, got {v!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise AnnotationError(f"{where}: '{key}' must be a finite number, got {v!r}") from None
     if not math.isfinite(out):
         raise AnnotationError(f"{where}: '{key}' is not finite ({v!r})")
     return out
@@ -73,7 +73,7 @@ def number(value: Any, key: str, where: str, strict: bool = False) -> float:
 def integer(value: Any, key: str, where: str, strict: bool = False) -> int:
     """An integer field (a float with an integral value is accepted; see :func:`scalar`)."""
     v = number(value, key, where, strict)
-    if v != int(v):
+    if v != int(v) or not -2**63 <= int(v) < 2**63:
         raise AnnotationError(f"{where}: '{key}' must be an integer, got {scalar(value, key, where, strict)!r}")
     return int(v)
 
@@ -204,7 +204,10 @@ def load_posetrack17(path: str | Path, image_root: str | Path | None = None) -> 
         except (KeyError, TypeError):
             raise AnnotationError(f"{where}: missing image name") from None
         labeled = bool(scalar(entry.get("is_labeled", 1), "is_labeled", where))
-        persons = [_person(r, f"{where}.annorect[{k}]") for k, r in enumerate(entry.get("annorect") or [])]
+        rects = entry.get("annorect") or []
+        if not isinstance(rects, list):
+            raise AnnotationError(f"{where}: 'annorect' must be a list")
+        persons = [_person(r, f"{where}.annorect[{k}]") for k, r in enumerate(rects)]
         polys = [p for p in ignore_polygons(entry, where) if len(p) >= 3]
         frames.append(Frame(image_id=idx, index=idx, image_path=root / name, is_labeled=labeled,
                             persons=persons if labeled else [], ignore_regions=polys))

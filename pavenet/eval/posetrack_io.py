@@ -7,6 +7,7 @@ the PoseTrack17 layout and then cleans it up. This module reproduces the outcome
 
 * a file's frames are its ``images`` (``annolist`` entries) in file order; a prediction file is
   paired with the ground-truth file of the same name and its frames are aligned **by position**;
+  annotations of image ids that are not in ``images`` are left out (with a counted warning);
 * PoseTrack18: a keypoint slot counts as present unless it is exactly ``(0, 0, 0)``; the slots
   are mapped to joints by the names in the file's ``categories`` block (ears are dropped);
   per-joint prediction scores come from the ``scores`` list (``-9999`` when it is empty/missing);
@@ -26,14 +27,15 @@ from __future__ import annotations
 import glob
 import json
 import os
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pavenet.data.fields import AnnotationError, array, identifier, numbers
 from pavenet.data.joints import MODEL
-from pavenet.data.posetrack import AnnotationError
 from pavenet.data.posetrack17 import POSETRACK17, head_box, ignore_polygons, integer, rect_points
 from pavenet.eval.regions import inside_any, polygons_from_image
 from pavenet.errors import PavenetError
@@ -107,10 +109,12 @@ def _read_json(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, RecursionError) as e:
         raise _fail(path, f"not valid JSON ({e})") from e
     except UnicodeDecodeError as e:
         raise _fail(path, f"not UTF-8 text ({e})") from e
+    except OSError as e:
+        raise _fail(path, f"unreadable ({e.strerror or e})") from e
     if not isinstance(data, dict):
         raise _fail(path, f"expected a JSON object: {_LAYOUTS}")
     if "annolist" in data:
@@ -143,52 +147,39 @@ def head_size(x1: float, y1: float, x2: float, y2: float) -> float:
     return 0.6 * float(np.linalg.norm(np.subtract([x2, y2], [x1, y1])))
 
 
-def _head_size(path: Path, ann: dict, annotated: bool) -> float:
+def _where(path: Path, k: int, ann: dict) -> str:
+    """How messages name annotation ``k`` of a file."""
+    return f"{path}: annotations[{k}] (id {ann.get('id')})"
+
+
+def _head_size(where: str, ann: dict, annotated: bool) -> float:
     box = ann.get("bbox_head")
     if box is None:
         if annotated:
-            raise _fail(path, f"annotation {ann.get('id')} has keypoints but no 'bbox_head'")
+            raise AnnotationError(f"{where} has keypoints but no 'bbox_head'")
         return float("nan")
-    try:
-        x1, y1 = float(box[0]), float(box[1])
-        x2, y2 = x1 + float(box[2]), y1 + float(box[3])
-    except (TypeError, ValueError, IndexError) as e:
-        raise _fail(path, f"annotation {ann.get('id')} has a malformed 'bbox_head'") from e
-    return head_size(x1, y1, x2, y2)
+    x1, y1, w, h = numbers(box, f"{where}: 'bbox_head'", 4)
+    return head_size(x1, y1, x1 + w, y1 + h)
 
 
-def _keypoints(path: Path, anns: list[dict], slots: np.ndarray, n_slots: int) -> np.ndarray:
-    """(N, J, 3) keypoints of the model joints."""
-    try:
-        kp = np.array([ann["keypoints"] for ann in anns], dtype=np.float64)
-    except (KeyError, TypeError, ValueError) as e:
-        raise _fail(path, f"every annotation needs 'keypoints' with {n_slots} x 3 numbers") from e
-    if kp.shape != (len(anns), n_slots * 3):
-        raise _fail(path, f"every annotation's 'keypoints' must hold {n_slots} x 3 numbers")
-    return kp.reshape(len(anns), n_slots, 3)[:, slots]
-
-
-def _scores(path: Path, ann: dict, slots: np.ndarray, n_slots: int) -> np.ndarray | float:
+def _scores(where: str, ann: dict, slots: np.ndarray, n_slots: int) -> np.ndarray | float:
     scores = ann.get("scores")
     if not scores:
         return MIN_SCORE
     if not isinstance(scores, list) or len(scores) < n_slots:
-        raise _fail(path, f"annotation {ann.get('id')}: 'scores' must hold {n_slots} numbers")
-    try:
-        return np.asarray(scores, dtype=np.float64)[slots]
-    except (TypeError, ValueError) as e:
-        raise _fail(path, f"annotation {ann.get('id')}: 'scores' must be numbers") from e
+        raise AnnotationError(f"{where}: 'scores' must hold {n_slots} numbers")
+    return numbers(scores, f"{where}: 'scores'")[slots]
 
 
-def _track_id(path: Path, ann: dict) -> int:
+def _track_id(where: str, ann: dict) -> int:
     tid = ann.get("track_id")
     if isinstance(tid, list):
         tid = tid[0] if tid else None
     if tid is None:
         return -1
-    if not isinstance(tid, (int, np.integer)) or isinstance(tid, bool):
-        raise _fail(path, f"annotation {ann.get('id')}: 'track_id' must be an integer")
-    return int(tid)
+    if not isinstance(tid, int) or isinstance(tid, bool):
+        raise AnnotationError(f"{where}: 'track_id' must be an integer")
+    return identifier(tid, f"{where}: 'track_id'")
 
 
 def _no_people() -> People:
@@ -196,19 +187,22 @@ def _no_people() -> People:
                   np.zeros((0, NUM_JOINTS)), np.zeros(0, np.int64), np.zeros(0))
 
 
-def _people(path: Path, anns: list[dict], slots: np.ndarray, n_slots: int, is_gt: bool) -> People:
-    n = len(anns)
-    if n == 0:
+def _people(path: Path, anns: list[tuple[int, dict]], slots: np.ndarray, n_slots: int, is_gt: bool) -> People:
+    """The people of one frame from its (index in the file, annotation) pairs."""
+    if not anns:
         return _no_people()
-    kp = _keypoints(path, anns, slots, n_slots)
+    n = len(anns)
+    kp, score = np.empty((n, NUM_JOINTS, 3)), np.empty((n, NUM_JOINTS))
+    track, head = np.empty(n, np.int64), np.full(n, np.nan)
+    for row, (k, ann) in enumerate(anns):
+        where = _where(path, k, ann)
+        kp[row] = numbers(ann.get("keypoints"), f"{where}: 'keypoints'", n_slots * 3).reshape(n_slots, 3)[slots]
+        score[row] = _scores(where, ann, slots, n_slots)
+        track[row] = _track_id(where, ann)
+        if is_gt:
+            annotated = not ((kp[row, :, 0] == 0) & (kp[row, :, 1] == 0) & (kp[row, :, 2] == 0)).all()
+            head[row] = _head_size(where, ann, annotated)
     has = ~((kp[..., 0] == 0) & (kp[..., 1] == 0) & (kp[..., 2] == 0))
-    score = np.empty((n, NUM_JOINTS))
-    for k, ann in enumerate(anns):
-        score[k] = _scores(path, ann, slots, n_slots)
-    track = np.array([_track_id(path, ann) for ann in anns], dtype=np.int64)
-    head = np.full(n, np.nan)
-    if is_gt:
-        head = np.array([_head_size(path, ann, bool(h.any())) for ann, h in zip(anns, has)])
     return People(kp[..., :2].copy(), has, score, track, head)
 
 
@@ -263,18 +257,57 @@ def _posetrack17_frames(path: Path, data: dict, is_gt: bool) -> list[FileFrame]:
     return frames
 
 
+def _image_ids(path: Path, images: list) -> list[int]:
+    ids = []
+    for k, img in enumerate(images):
+        if not isinstance(img, dict) or "id" not in img:
+            raise _fail(path, f"images[{k}] has no 'id'")
+        ids.append(identifier(img["id"], f"{path}: images[{k}]: 'id'"))
+    return ids
+
+
+def _group(path: Path, annotations: list, image_ids: set[int]) -> dict[int, list[tuple[int, dict]]]:
+    """image id -> (index in the file, annotation) of its annotations. An annotation of an image
+    the file does not list is left out, as the official converter does, with a counted warning."""
+    by_image: dict[int, list[tuple[int, dict]]] = defaultdict(list)
+    unknown = []
+    for k, ann in enumerate(annotations):
+        if not isinstance(ann, dict):
+            raise _fail(path, f"annotations[{k}] must be a JSON object")
+        if "image_id" not in ann:
+            raise AnnotationError(f"{_where(path, k, ann)} has no 'image_id'")
+        image_id = identifier(ann["image_id"], f"{_where(path, k, ann)}: 'image_id'")
+        if image_id in image_ids:
+            by_image[image_id].append((k, ann))
+        else:
+            unknown.append((k, image_id))
+    if unknown:
+        k, image_id = unknown[0]
+        warnings.warn(f"{path}: {len(unknown)} annotation(s) refer to image ids not in 'images' and are not "
+                      f"evaluated (first: annotations[{k}], image_id {image_id})", stacklevel=2)
+    return by_image
+
+
 def _posetrack18_frames(path: Path, data: dict, is_gt: bool) -> list[FileFrame]:
     slots, n_slots = _joint_slots(path, data["categories"])
-    by_image = _group(data["annotations"])
+    ids = _image_ids(path, data["images"])
+    by_image = _group(path, data["annotations"], set(ids))
     frames = []
-    for img in data["images"]:
-        if not isinstance(img, dict) or "id" not in img:
-            raise _fail(path, "an image entry has no 'id'")
-        anns = by_image.get(img["id"], [])
+    for img, image_id in zip(data["images"], ids):
+        anns = by_image.get(image_id, [])
         people = _people(path, anns, slots, n_slots, is_gt)
-        polygons = polygons_from_image(img) if is_gt and anns else []
-        frames.append(FileFrame(img["id"], f"frame {img['id']}", bool(anns), people, polygons))
+        polygons = _ignore_regions(path, img, image_id) if is_gt and anns else []
+        frames.append(FileFrame(image_id, f"frame {image_id}", bool(anns), people, polygons))
     return frames
+
+
+def _ignore_regions(path: Path, img: dict, image_id: int) -> list:
+    """The ignore polygons of an image entry, checked (see :func:`polygons_from_image`)."""
+    where = f"{path}: image {image_id}"
+    for key in ("ignore_regions_x", "ignore_regions_y"):
+        for k, polygon in enumerate(array(img.get(key) or [], f"{where}: '{key}'")):
+            numbers(polygon, f"{where}: '{key}'[{k}]")
+    return polygons_from_image(img)
 
 
 def read_frames(path: Path, is_gt: bool) -> list[FileFrame]:
@@ -305,14 +338,6 @@ def _remove_ignored(people: People, polygons: list) -> People:
     has = people.has & ~inside
     out = People(people.xy, has, people.score, people.track, people.head)
     return out.subset(has.any(axis=1))
-
-
-def _group(annotations: list) -> dict[int, list[dict]]:
-    by_image: dict[int, list[dict]] = defaultdict(list)
-    for ann in annotations:
-        if isinstance(ann, dict) and "image_id" in ann:
-            by_image[ann["image_id"]].append(ann)
-    return by_image
 
 
 def load_sequence(gt_path: Path, pred_path: Path, need_tracks: bool = True) -> Sequence:
