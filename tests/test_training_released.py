@@ -177,3 +177,12 @@ def test_references_carry_gradients_between_layers_only_when_not_detached() -> N
         grad = torch.autograd.grad(last.sum(), head, allow_unused=True)[0]
         seen[detach] = 0.0 if grad is None else grad.abs().sum().item()
     assert seen[True] == 0.0 and seen[False] > 0.0
+
+
+def test_progress_bar_shows_the_class_loss_of_the_last_layer_that_has_one() -> None:
+    from pavenet.engine.logger import shown_losses
+
+    losses = {"loss": 1.0, "loss_kpt": 0.5, "loss_class_0": 0.3, "loss_class_2": 0.125,
+              "loss_class_10": 0.0625, "loss_kpt_0": 0.7, "loss_class_enc": 0.9}
+    assert shown_losses(losses) == {"loss": "1", "loss_kpt": "0.5", "loss_class": "0.0625"}
+    assert shown_losses({"loss_class": 0.5, "loss_class_1": 0.25}) == {"loss_class": "0.5"}

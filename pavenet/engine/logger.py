@@ -26,9 +26,7 @@ class RunLogger:
     def step(self, step: int, losses: dict[str, float], lr: float) -> None:
         if not self.enabled:
             return
-        # the total and the final-layer terms ("loss_kpt"); per-layer terms ("loss_kpt_0") go to the log only
-        shown = {k: f"{v:.3g}" for k, v in losses.items() if k.count("_") <= 1}
-        self._bar.set_postfix(lr=f"{lr:.2e}", **shown)
+        self._bar.set_postfix(lr=f"{lr:.2e}", **shown_losses(losses))
         self._bar.update(1)
 
     def set_total(self, total: int) -> None:
@@ -56,3 +54,21 @@ class RunLogger:
         if self.enabled:
             self._bar.close()
             self._tb.close()
+
+
+def shown_losses(losses: dict[str, float]) -> dict[str, str]:
+    """The progress bar's terms: the total and the final-layer terms ("loss_kpt"); a term the
+    final layer lacks (the class loss of PAVE-Net, counted on the last pose-decoder layer) is
+    shown from the last layer that has it ("loss_class_2"); other per-layer terms go to the log."""
+    shown = {k: v for k, v in losses.items() if k.count("_") <= 1}
+    for key, value in sorted(losses.items(), key=lambda kv: _layer(kv[0])):
+        base, _, layer = key.rpartition("_")
+        if layer.isdigit() and base.count("_") == 1 and base not in losses:
+            shown[base] = value
+    return {k: f"{v:.3g}" for k, v in shown.items()}
+
+
+def _layer(key: str) -> int:
+    suffix = key.rpartition("_")[2]
+    return int(suffix) if suffix.isdigit() else -1
+

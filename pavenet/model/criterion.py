@@ -3,7 +3,7 @@
 Every output dict (the top level, each ``aux_outputs`` entry, ``enc_outputs``) goes through the
 same losses. Dicts with ``logits`` get their own Hungarian matching; joint-decoder entries (no
 ``logits``) reuse the matching of the top level's logits restricted to their ``query_mask``.
-When the top level shares its ``logits`` with an ``aux_outputs`` entry (PAVE-Net: the last
+When the top level's ``logits`` equal an ``aux_outputs`` entry's (PAVE-Net: the last
 pose-decoder layer), that entry's matching is the top level's, restricted to the refined queries
 (``kept_index``), and the class loss is counted once, as the released code does. The encoder
 proposals are single-frame poses expanded over the clip, so they are always matched and
@@ -309,8 +309,8 @@ class SetCriterion(nn.Module):
         """Weighted losses of every output dict (suffix ``_i`` for ``aux_outputs[i]``, ``_enc``
         for ``enc_outputs``, none for the top level) and their total under ``"loss"``.
 
-        When the top level's ``logits`` are those of an ``aux_outputs`` entry (PAVE-Net: the last
-        pose-decoder layer), each term is counted once: the top level and the joint-decoder
+        When the top level's ``logits`` equal those of an ``aux_outputs`` entry (PAVE-Net: the
+        last pose-decoder layer), each term is counted once: the top level and the joint-decoder
         entries are supervised with that layer's matching, on the queries the joint decoder
         refined (``kept_index`` / ``query_mask``), without a second class loss.
         """
@@ -324,7 +324,7 @@ class SetCriterion(nn.Module):
                    for i, out in enumerate(aux) if "logits" in out}
         if "enc_outputs" in outputs:
             self._match_and_supervise(result, "_enc", outputs["enc_outputs"], targets, True, "enc", device)
-        shared = next((i for i in matched if aux[i]["logits"] is outputs["logits"]), None)
+        shared = next((i for i in reversed(list(matched)) if _same(aux[i]["logits"], outputs["logits"])), None)
         if shared is None:
             top = self._match_and_supervise(result, "", outputs, targets, kf, "dec", device)
         else:
@@ -350,6 +350,12 @@ def _num_tracks(targets: list[dict], keyframe_only: bool, device: torch.device) 
     """Normaliser of the classification loss: the active tracks of the batch."""
     count = sum(int(supervision(t, keyframe_only).active.sum()) for t in targets)
     return reduced_count(torch.tensor(float(count), device=device))
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    """Whether two outputs hold the same values (DDP hands the module's outputs back as new
+    tensor objects, so identity cannot tell that the top level repeats an aux layer)."""
+    return a.shape == b.shape and torch.equal(a.detach(), b.detach())
 
 
 def _kept_mask(outputs: dict) -> Optional[Tensor]:
