@@ -68,6 +68,10 @@ def _predict_one(est, source, name: str, index: int, args: argparse.Namespace) -
         for pred in est.predict_video(source, args.batch_size, args.score_threshold):
             frames.append(pred)
             bar.update(1)
+    empty = nobody_note(frames, est.linker_cfg.score_threshold if args.score_threshold is None
+                        else args.score_threshold)
+    if empty:
+        tqdm.write(f"{source.path}: {empty}")
     written = write_outputs(Path(args.out), name, index, frames, tuple(args.format))
     if args.render:
         overlay = _planned_files(source, name, args)[-1]
@@ -76,6 +80,15 @@ def _predict_one(est, source, name: str, index: int, args: argparse.Namespace) -
         else:
             written.append(render_video(source, (f.arrays() for f in frames), overlay, args.joint_threshold))
     return written
+
+
+def nobody_note(frames, threshold: float) -> str:
+    """A note when no frame has a tracked person: the threshold and the best score seen."""
+    if any(f.people for f in frames):
+        return ""
+    best = max((f.best_score for f in frames), default=0.0)
+    return (f"no person above the score threshold {threshold:g} in any frame (best person score "
+            f"seen: {best:.3f}); an undertrained model, or lower --score-threshold")
 
 
 def _failure(path, exc: Exception) -> str:

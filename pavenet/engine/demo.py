@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 
+import numpy as np
+
 from pavenet.config import Config, load_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -97,8 +99,26 @@ def evaluate_model(model, cfg: Config, roots: dict[str, Path], out: Path, device
     return results
 
 
-def render_example(model, cfg: Config, root: Path, out: Path, device) -> tuple[Path, Path]:
-    """Overlay video of the first val video and a still frame (PNG) from its middle."""
+def ground_truth_joints(annotation: Path) -> list[np.ndarray]:
+    """Per frame of one annotated video, its people's model joints (N, J, 3): x, y, annotated."""
+    from pavenet.data.joints import MODEL, posetrack18_to_model
+    from pavenet.data.posetrack import load_sequence
+
+    frames = load_sequence(annotation).frames
+    return [posetrack18_to_model(np.stack([p.keypoints for p in f.persons])) if f.persons
+            else np.zeros((0, len(MODEL), 3)) for f in frames]
+
+
+def nobody_banners(preds: list, threshold: float) -> list[str]:
+    """Per frame, a banner when nobody is above the score threshold (with the best score seen)."""
+    return ["" if f.people else f"no person above score {threshold:g} (best {f.best_score:.2f})"
+            for f in preds]
+
+
+def render_example(model, cfg: Config, root: Path, out: Path, device) -> tuple[Path, Path, dict]:
+    """Overlay video of the first val video and a still frame (PNG) from its middle: predictions
+    as coloured skeletons with ids, the ground truth as white crosses. Returns them and a summary
+    (frames with a tracked person, the best person score seen)."""
     from pavenet.infer.estimator import PoseEstimator
     from pavenet.infer.video_io import FrameStream, VideoSource
     from pavenet.viz.overlay import render_video, write_overlay_png
@@ -109,12 +129,19 @@ def render_example(model, cfg: Config, root: Path, out: Path, device) -> tuple[P
     with FrameStream(source) as stream:
         preds = list(est.predict_frames(stream, batch_size=4))
     people = [f.arrays() for f in preds]
-    video = render_video(source, people, out / "demo_overlay.mp4", RENDER_JOINT_THRESHOLD)
+    truth = ground_truth_joints(root / "annotations" / "val" / f"{folder.name}.json")
+    banners = nobody_banners(preds, est.linker_cfg.score_threshold)
+    video = render_video(source, people, out / "demo_overlay.mp4", RENDER_JOINT_THRESHOLD,
+                         ground_truth=truth, banners=banners)
     mid = len(preds) // 2
     with FrameStream(source) as stream:
         frame = next(f for i, f in enumerate(stream) if i == mid)
-    still = write_overlay_png(frame, *people[mid], out / "demo_frame.png", RENDER_JOINT_THRESHOLD)
-    return video, still
+    still = write_overlay_png(frame, *people[mid], out / "demo_frame.png", RENDER_JOINT_THRESHOLD,
+                              truth[mid] if mid < len(truth) else None, banners[mid])
+    summary = {"frames": len(preds), "frames_with_people": sum(bool(f.people) for f in preds),
+               "best_score": max((f.best_score for f in preds), default=0.0),
+               "threshold": est.linker_cfg.score_threshold}
+    return video, still, summary
 
 
 def machine_info(device) -> dict:
@@ -168,13 +195,17 @@ def run_demo(plan: DemoPlan, log=print) -> dict:
         evaluations[t] = evaluate_model(model, cfg, roots, run_dir, device)
         atomic_write_json(run_dir / "eval.json", evaluations[t])
         if t == 3:
-            video, still = render_example(model, cfg, roots["val"], plan.out, device)
+            video, still, rendered = render_example(model, cfg, roots["val"], plan.out, device)
+            if not rendered["frames_with_people"]:
+                log(f"warning: the model predicts no person above the score threshold "
+                    f"{rendered['threshold']:g} in the rendered video (best person score "
+                    f"{rendered['best_score']:.3f}): it is undertrained; give the demo more --minutes")
     results = evaluations[3]
     for name, res in results.items():
         log(f"\n{name} (T=3):\n{format_table(res)}")
     figures = {"curve": plot_training_curve(runs[3] / "metrics.jsonl", plan.out / "training_curve.png"),
                "joints": plot_joint_ap(results, plan.out / "joint_ap.png"), "still": still, "video": video}
     report = write_report(plan, results, evaluations if plan.ablation else None, steps, figures,
-                          machine_info(device), time.time() - start)
+                          machine_info(device), time.time() - start, rendered)
     log(f"\nreport: {report} ({(time.time() - start) / 60:.1f} min in total)")
     return {"results": results, "ablation": evaluations if plan.ablation else None, "report": report}

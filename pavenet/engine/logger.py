@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Optional
 
 from tqdm import tqdm
 
@@ -11,7 +12,7 @@ from tqdm import tqdm
 class RunLogger:
     """Writes scalars to ``RUN/metrics.jsonl`` and ``RUN/tb``; shows progress with ETA."""
 
-    def __init__(self, run_dir: Path, total_steps: int, start_step: int, enabled: bool):
+    def __init__(self, run_dir: Path, total_steps: Optional[int], start_step: int, enabled: bool):
         self.enabled = enabled
         self.run_dir = run_dir
         self._tb = None

@@ -222,7 +222,9 @@ class Trainer:
                 raise CheckpointError(f"{self.run_dir / 'config.yaml'}: could not write the run's config "
                                       f"({exc.strerror or exc})") from exc
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        logger = RunLogger(self.run_dir, self.total_steps, self.step, self.dist.is_main)
+        # a time-budgeted run knows its length only once its step time is measured: no ETA before
+        logger = RunLogger(self.run_dir, None if max_seconds > 0 else self.total_steps, self.step,
+                           self.dist.is_main)
         try:
             return self._loop(logger, _Clock(max_seconds, val_interval))
         finally:

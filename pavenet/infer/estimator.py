@@ -36,11 +36,17 @@ class PersonPrediction:
 
 @dataclass
 class FramePrediction:
-    """The people of one frame; ``image`` is the decoded RGB frame when requested."""
+    """The people of one frame; ``image`` is the decoded RGB frame when requested.
+
+    ``best_score``: the highest person score the network gave in this frame, tracked or not
+    (0 when it proposed nobody), so that an empty frame can say how far the best guess was
+    from the score threshold.
+    """
 
     index: int
     people: list[PersonPrediction]
     image: Optional[np.ndarray] = field(default=None, repr=False)
+    best_score: float = 0.0
 
     def arrays(self) -> tuple[np.ndarray, list[int]]:
         """(keypoints (N, J, 3), track ids) of the frame's people, e.g. for drawing."""
@@ -233,4 +239,5 @@ class _VideoRun:
                 keypoints = self.smoother.smooth(window.key, [ids[i] for i in kept], keypoints)
             persons = [PersonPrediction(ids[i], keypoints[n].astype(np.float32), float(people.scores[i]))
                        for n, i in enumerate(kept)]
-            yield FramePrediction(window.key, persons, self.images.pop(window.key, None))
+            best = float(np.max(people.scores)) if len(people) else 0.0
+            yield FramePrediction(window.key, persons, self.images.pop(window.key, None), best)

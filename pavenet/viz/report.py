@@ -139,8 +139,22 @@ def _ablation_table(ablation: dict[int, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def rendered_lines(rendered: dict | None) -> list[str]:
+    """How to read the overlay, and a warning when it shows nobody (``rendered``: the demo's
+    summary of the rendered video: frames, frames_with_people, best_score, threshold)."""
+    lines = ["In the overlay the predicted people are coloured skeletons with hollow joint rings and "
+             "their track ids; the ground truth is white crosses."]
+    if rendered is not None and not rendered["frames_with_people"]:
+        lines += ["", f"**Warning:** the model predicts no person above the score threshold "
+                      f"{rendered['threshold']:g} in any of the {rendered['frames']} rendered frames (best "
+                      f"person score {rendered['best_score']:.3f}): it is undertrained; run the demo with "
+                      "more `--minutes`."]
+    return lines
+
+
 def write_report(plan, results: dict[str, dict], ablation: dict | None, steps: dict[int, int],
-                 figures: dict[str, Path], machine: dict, seconds: float) -> Path:
+                 figures: dict[str, Path], machine: dict, seconds: float,
+                 rendered: dict | None = None) -> Path:
     """Write ``report.md`` in the demo folder (figures referenced by relative paths)."""
     out = Path(plan.out)
     rel = {k: Path(v).relative_to(out) for k, v in figures.items()}
@@ -160,6 +174,7 @@ def write_report(plan, results: dict[str, dict], ablation: dict | None, steps: d
         "## Figures", "",
         f"![training curve]({rel['curve']})", "", f"![per-joint AP]({rel['joints']})", "",
         f"![rendered frame]({rel['still']})", "", f"Overlay video: [{rel['video']}]({rel['video']})", "",
+        *rendered_lines(rendered), "",
         "## Reproduce", "", "```bash", f"pavenet demo {flags}", "```", "",
         "## Machine", "", *[f"- {k}: {v}" for k, v in machine.items()], "",
     ]
