@@ -28,6 +28,32 @@ COMMANDS: dict[str, str] = {
 }
 
 
+#: subcommands that compute with torch on the CPU: their thread count is planned before torch loads
+COMPUTE_COMMANDS = ("train", "test", "predict", "demo")
+
+
+def _plan_threads(args: argparse.Namespace) -> None:
+    """Measure the cores other programs keep busy and, if any, make OpenMP waiting passive;
+    both must happen before torch loads OpenMP (:mod:`pavenet.threads`)."""
+    from pavenet.threads import busy_cores, prefer_passive_waiting
+
+    args.busy_cores = busy_cores() if args.threads is None else 0.0
+    prefer_passive_waiting(args.busy_cores)
+
+
+def apply_threads(args: argparse.Namespace) -> int:
+    """Set torch's thread count for a compute subcommand and say it (stdout); returns it."""
+    import os
+
+    from pavenet.threads import configure
+
+    count = configure(args.threads, getattr(args, "busy_cores", None))
+    wait = os.environ.get("OMP_WAIT_POLICY", "default").lower()
+    origin = "--threads" if args.threads is not None else f"{getattr(args, 'busy_cores', 0.0):.1f} cores busy elsewhere"
+    print(f"threads: {count} ({origin}; OpenMP wait policy {wait})", flush=True)
+    return count
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pavenet import __version__
 
@@ -50,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command in COMPUTE_COMMANDS:
+        _plan_threads(args)
     try:
         return int(args._module.run(args) or 0)
     except (PavenetError, FileNotFoundError) as exc:

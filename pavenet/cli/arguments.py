@@ -36,3 +36,12 @@ unit_float = _number(float, 0.0, 1.0, "a number between 0 and 1")
 def int_between(lo: int, hi: int) -> Callable[[str], int]:
     """An integer in [lo, hi]."""
     return _number(int, lo, hi, f"an integer from {lo} to {hi}")
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """``--threads N`` (default: the usable cores that other programs leave free, see
+    :mod:`pavenet.threads`)."""
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="intra-op CPU threads (default: the cores this process may use, less "
+                             "those other programs keep busy at start)")
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pavenet.cli.arguments import non_negative_int, positive_float, positive_int
+from pavenet.cli.arguments import add_threads_argument, non_negative_int, positive_float, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -13,6 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="time budget of the whole demo in minutes (default: 12; --ablation doubles training)")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
+    add_threads_argument(p)
     p.add_argument("--ablation", action="store_true", help="also train T=1 on the same budget and compare")
     p.add_argument("--config", default=None, help="model/training config (default: configs/synthetic_tiny.yaml)")
     p.add_argument("--videos", type=positive_int, default=48, help="synthetic training videos (default: 48)")
@@ -23,7 +24,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pavenet.cli import apply_threads
     from pavenet.engine.demo import DemoPlan, run_demo
+
+    apply_threads(args)
 
     plan = DemoPlan(out=Path(args.out), minutes=args.minutes, device=args.device, ablation=args.ablation,
                     config=Path(args.config) if args.config else None, train_videos=args.videos,

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from pavenet.cli.arguments import positive_int, unit_float
+from pavenet.cli.arguments import add_threads_argument, positive_int, unit_float
 from pavenet.infer import COMPILE_MODES
 
 
@@ -27,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="output formats (default: posetrack)")
     p.add_argument("--render", action="store_true", help="also write an overlay video per input (a PNG for an image)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
+    add_threads_argument(p)
     p.add_argument("--batch-size", type=positive_int, default=4, help="windows per forward pass (default: 4)")
     p.add_argument("--score-threshold", type=unit_float, default=None,
                    help="minimum person score, 0..1 (default: the checkpoint's postprocess.score_threshold)")
@@ -130,9 +131,12 @@ def _plan(sources, args: argparse.Namespace) -> tuple[list[tuple], list[str]]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from pavenet.cli import apply_threads
     from pavenet.infer.estimator import PoseEstimator
     from pavenet.infer.smoothing import SmoothingConfig
     from pavenet.infer.video_io import VideoInputError, resolve_inputs
+
+    apply_threads(args)
 
     if args.backend == "onnxruntime" and (args.amp or args.compile):
         print("pavenet predict: error: --amp and --compile apply to the pytorch backend only", file=sys.stderr)

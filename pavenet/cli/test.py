@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pavenet.cli.arguments import positive_int
+from pavenet.cli.arguments import add_threads_argument, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -15,11 +15,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
     p.add_argument("--out", default=None, help="output folder (default: runs/test_<split>)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
+    add_threads_argument(p)
     p.add_argument("--batch-size", type=positive_int, default=1, help="windows per forward pass")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    from pavenet.cli import apply_threads
     from pavenet.config import load_config
     from pavenet.engine.evaluate import evaluate_split
     from pavenet.engine.weights import load_model_weights
@@ -27,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from pavenet.eval.writers import atomic_write_json
     from pavenet.infer.estimator import PoseEstimator
     from pavenet.model import build
+
+    apply_threads(args)
 
     cfg = load_config(args.config, args.set)
     split = args.split or cfg.data.val_split

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from pavenet.cli.arguments import non_negative_float
+from pavenet.cli.arguments import add_threads_argument, non_negative_float
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -25,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "file holds, use it only for run folders you trust")
     p.add_argument("--weights", default=None, help="initialise from a checkpoint (another T allowed)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
+    add_threads_argument(p)
     p.add_argument("--minutes", type=non_negative_float, default=0.0,
                    help="stop (with a checkpoint) after this time")
     p.add_argument("--no-val", action="store_true", help="skip periodic validation")
@@ -43,11 +44,14 @@ def _out_dir(args: argparse.Namespace) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pavenet.cli import apply_threads
     from pavenet.config import load_config
     from pavenet.data import build_dataset, collate
     from pavenet.engine.distributed import cleanup, init_distributed
     from pavenet.engine.evaluate import make_validator
     from pavenet.engine.trainer import Trainer, check_run_dir
+
+    apply_threads(args)
 
     cfg = load_config(args.config, args.set)
     out = _out_dir(args)

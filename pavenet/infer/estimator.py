@@ -62,14 +62,21 @@ class PoseEstimator:
                  max_size: int, device: Optional[str | torch.device] = None,
                  linker: Optional[LinkerConfig] = None, smoothing: Optional[SmoothingConfig] = None,
                  cache: bool = True, amp: bool = False, stride: int = 1,
-                 compile: Optional[str] = None, resize: str = "antialias"):
+                 compile: Optional[str] = None, resize: str = "antialias",
+                 threads: Optional[int | str] = None):
         """``amp``: bfloat16 autocast on CUDA. ``compile``: a ``torch.compile`` mode for the
         network (:class:`pavenet.infer.compiled.CompiledNetwork`; "reduce-overhead" replays
         CUDA graphs), None for eager. ``resize``: the test-time resize
-        (:func:`pavenet.data.transforms.resize_frames`)."""
+        (:func:`pavenet.data.transforms.resize_frames`). ``threads``: CPU intra-op threads (an int,
+        or "auto" for the usable cores that other programs leave free, :mod:`pavenet.threads`;
+        None keeps torch's setting)."""
         from pavenet.engine.distributed import pick_device
         from pavenet.infer.compiled import CompiledNetwork
 
+        if threads is not None:
+            from pavenet.threads import configure
+
+            configure(None if threads == "auto" else int(threads))
         self.device = pick_device(str(device) if device is not None else None)
         self.model = model.to(self.device).eval()
         if compile is not None:

@@ -1,0 +1,100 @@
+"""Training speed on a busy machine: pavenet's thread planning against torch's default and one thread.
+
+For 0, 1 and 2 competing busy processes (each a pure-Python spin loop, like another program
+keeping a core), times ``pavenet train`` of 20 steps of ``configs/synthetic_tiny.yaml`` (wall time
+including start-up, one run each) under three settings:
+
+* ``pavenet``: what the command line does now (threads from the free cores, passive OpenMP
+  waiting when cores are busy);
+* ``torch default``: ``--threads`` = all usable cores and OpenMP's own wait policy (the old
+  behaviour);
+* ``one thread``: ``--threads 1``.
+
+It prints a table of seconds and ratios (to the same setting's quiet time, and to one thread under
+the same load) and writes it as JSON. Run it alone: other jobs distort every number.
+
+    .venv/bin/python benchmarks/threads_under_load.py --out benchmarks/results/threads.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = {"pavenet": [], "torch default": ["--threads", str(len(os.sched_getaffinity(0)))],
+            "one thread": ["--threads", "1"]}
+
+
+def busy_processes(count: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def timed_train(data: Path, out: Path, extra: list[str], steps: int) -> float:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    cmd = [sys.executable, "-m", "pavenet", "train", str(ROOT / "configs" / "synthetic_tiny.yaml"),
+           "--out", str(out), "--set", f"data.root={data}", f"train.max_steps={steps}",
+           "data.num_workers=0", *extra]
+    start = time.monotonic()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    return time.monotonic() - start
+
+
+def measure(data: Path, work: Path, steps: int, loads: list[int]) -> dict:
+    seconds: dict[str, dict[int, float]] = {name: {} for name in SETTINGS}
+    for load in loads:
+        procs = busy_processes(load)
+        try:
+            time.sleep(1.0)
+            for name, extra in SETTINGS.items():
+                seconds[name][load] = timed_train(data, work / f"{name.replace(' ', '_')}_{load}", extra, steps)
+                print(f"{load} busy, {name}: {seconds[name][load]:.1f} s", flush=True)
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
+    return seconds
+
+
+def table(seconds: dict, loads: list[int]) -> str:
+    lines = ["| busy processes | " + " | ".join(f"{n} (s)" for n in SETTINGS) +
+             " | pavenet / its quiet | pavenet / one thread | torch default / one thread |",
+             "|---" * (len(SETTINGS) + 4) + "|"]
+    for load in loads:
+        cells = [f"{seconds[n][load]:.1f}" for n in SETTINGS]
+        p, d, one = seconds["pavenet"][load], seconds["torch default"][load], seconds["one thread"][load]
+        quiet = seconds["pavenet"][loads[0]]
+        lines.append(f"| {load} | " + " | ".join(cells) + f" | {p / quiet:.2f} | {p / one:.2f} | {d / one:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/results/threads_under_load.json")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--loads", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        subprocess.run([sys.executable, "-m", "pavenet", "synth", str(data), "--videos", "4", "--val-videos", "1",
+                        "--frames", "12"], check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+        seconds = measure(data, Path(tmp), args.steps, args.loads)
+    text = table(seconds, args.loads)
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {"date": time.strftime("%Y-%m-%d"), "cores": len(os.sched_getaffinity(0)), "steps": args.steps,
+              "seconds": {n: {str(k): v for k, v in s.items()} for n, s in seconds.items()}, "table": text}
+    tmp_out = out.with_name(out.name + ".tmp")
+    tmp_out.write_text(json.dumps(report, indent=2))
+    tmp_out.replace(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
