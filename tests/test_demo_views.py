@@ -64,3 +64,12 @@ def test_a_time_budgeted_bar_has_no_length_until_planned(tmp_path) -> None:
         assert logger._bar.total == 120
     finally:
         logger.close()
+
+
+def test_report_warns_when_the_run_trained_too_few_steps() -> None:
+    from pavenet.viz.report import undertrained_lines
+
+    assert undertrained_lines(900, 12) == []
+    warning = undertrained_lines(16, 12)
+    assert warning and "only 16 training steps in 12 minutes" in warning[0]
+    assert undertrained_lines(359, 12) and not undertrained_lines(360, 12)  # 30 per minute

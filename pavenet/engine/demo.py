@@ -174,7 +174,7 @@ def run_demo(plan: DemoPlan, log=print) -> dict:
     from pavenet.engine.trainer import RunExistsError
     from pavenet.eval.posetrack import format_table
     from pavenet.eval.writers import atomic_write_json
-    from pavenet.viz.report import plot_joint_ap, plot_training_curve, write_report
+    from pavenet.viz.report import plot_joint_ap, plot_training_curve, undertrained_lines, write_report
 
     start = time.time()
     runs = {3: plan.out / "run_t3"}
@@ -201,6 +201,8 @@ def run_demo(plan: DemoPlan, log=print) -> dict:
                     f"{rendered['threshold']:g} in the rendered video (best person score "
                     f"{rendered['best_score']:.3f}): it is undertrained; give the demo more --minutes")
     results = evaluations[3]
+    for line in undertrained_lines(steps[3], plan.minutes)[:1]:
+        log(line.replace("**", ""))
     for name, res in results.items():
         log(f"\n{name} (T=3):\n{format_table(res)}")
     figures = {"curve": plot_training_curve(runs[3] / "metrics.jsonl", plan.out / "training_curve.png"),

@@ -128,6 +128,20 @@ def _summary_lines(results: dict[str, dict]) -> list[str]:
     return lines
 
 
+#: training steps per minute of budget below which the demo's model is too undertrained to show
+#: much (a quiet 2-core CPU trains about 90 per minute of budget, measured 2026-12-01)
+MIN_STEPS_PER_MINUTE = 30
+
+
+def undertrained_lines(steps: int, minutes: float) -> list[str]:
+    """A warning when the run trained far fewer steps than its budget allows on a quiet machine."""
+    if steps >= MIN_STEPS_PER_MINUTE * minutes:
+        return []
+    return [f"**Warning:** only {steps} training steps in {minutes:g} minutes (a quiet 2-core CPU trains "
+            f"about 90 per minute): the machine was busy or slow, and the model is too undertrained to "
+            "judge pavenet by; run the demo again on a quieter machine or with more `--minutes`.", ""]
+
+
 def _ablation_table(ablation: dict[int, dict[str, dict]]) -> str:
     lines = ["| split | T=1 mAP | T=3 mAP | T=1 MOTA | T=3 MOTA |", "|---|---|---|---|---|"]
     for split in ablation[3]:
@@ -163,7 +177,7 @@ def write_report(plan, results: dict[str, dict], ablation: dict | None, steps: d
         "# pavenet demo report", "",
         f"Trained `pavenet_tiny` (T=3) on synthetic videos for {steps[3]} steps; total run "
         f"{seconds / 60:.1f} min.", "",
-        *_summary_lines(results), "",
+        *_summary_lines(results), "", *undertrained_lines(steps[3], plan.minutes),
         "## PoseTrack mAP", "", markdown_table(results, "ap"), "",
         "## PoseTrack MOTA", "", markdown_table(results, "mota"), "",
     ]
