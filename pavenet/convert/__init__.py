@@ -9,6 +9,7 @@ result strictly into the network the config builds, and writes ``DIR/model.safet
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -104,8 +105,6 @@ def write_checkpoint(out_dir: str | Path, state: dict[str, torch.Tensor], cfg: C
                      source: str) -> None:
     """``out_dir/model.safetensors`` (with the config in its metadata) and ``out_dir/config.yaml``,
     each written under a temporary name and renamed."""
-    import json
-
     from pavenet.eval.writers import atomic_path
 
     out = Path(out_dir)

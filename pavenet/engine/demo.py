@@ -174,7 +174,8 @@ def run_demo(plan: DemoPlan, log=print) -> dict:
     from pavenet.engine.trainer import RunExistsError
     from pavenet.eval.posetrack import format_table
     from pavenet.eval.writers import atomic_write_json
-    from pavenet.viz.report import plot_joint_ap, plot_training_curve, undertrained_lines, write_report
+    from pavenet.viz.report import (nobody_warning, plot_joint_ap, plot_training_curve, undertrained_lines,
+                                    write_report)
 
     start = time.time()
     runs = {3: plan.out / "run_t3"}
@@ -196,10 +197,8 @@ def run_demo(plan: DemoPlan, log=print) -> dict:
         atomic_write_json(run_dir / "eval.json", evaluations[t])
         if t == 3:
             video, still, rendered = render_example(model, cfg, roots["val"], plan.out, device)
-            if not rendered["frames_with_people"]:
-                log(f"warning: the model predicts no person above the score threshold "
-                    f"{rendered['threshold']:g} in the rendered video (best person score "
-                    f"{rendered['best_score']:.3f}): it is undertrained; give the demo more --minutes")
+            if nobody_warning(rendered):
+                log(f"warning: {nobody_warning(rendered)}")
     results = evaluations[3]
     for line in undertrained_lines(steps[3], plan.minutes)[:1]:
         log(line.replace("**", ""))

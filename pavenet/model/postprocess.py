@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from pavenet.config import Config
 from pavenet.data.joints import RELEASED_OKS_SIGMAS
+from pavenet.model.oks import keypoint_similarity
 
 MODES = ("nms_free", "official")
 
@@ -55,10 +56,8 @@ def pose_oks_matrix(poses: Tensor, sigmas: Tensor) -> Tensor:
     poses = poses.double()
     size = poses.amax(dim=1) - poses.amin(dim=1)
     area = size[:, 0] * size[:, 1]
-    d2 = ((poses[:, None] - poses[None]) ** 2).sum(-1)
-    scale = (area[:, None] + area[None]) / 2 + torch.finfo(torch.float64).eps
-    e = d2 / (2 * sigmas.double()) ** 2 / scale[..., None] / 2
-    return torch.exp(-e).mean(-1)
+    pair_area = (area[:, None] + area[None]) / 2 + torch.finfo(torch.float64).eps
+    return keypoint_similarity(poses[:, None], poses[None], pair_area, sigmas.double()).mean(-1)
 
 
 def oks_nms(poses: Tensor, scores: Tensor, threshold: float, sigmas: Tensor) -> Tensor:
@@ -67,14 +66,14 @@ def oks_nms(poses: Tensor, scores: Tensor, threshold: float, sigmas: Tensor) -> 
     A pose is suppressed when its OKS with a kept, higher-scoring pose exceeds ``threshold``.
     """
     order = torch.sort(scores, descending=True, stable=True).indices
-    oks = pose_oks_matrix(poses[order], sigmas)
+    over = (pose_oks_matrix(poses[order], sigmas) > threshold).cpu()  # one device read
     suppressed = torch.zeros(len(order), dtype=torch.bool)
     keep = []
     for i in range(len(order)):
         if suppressed[i]:
             continue
         keep.append(i)
-        suppressed |= oks[i].cpu() > threshold
+        suppressed |= over[i]
     return order[torch.tensor(keep, dtype=torch.long, device=order.device)]
 
 

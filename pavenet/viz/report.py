@@ -158,12 +158,17 @@ def rendered_lines(rendered: dict | None) -> list[str]:
     summary of the rendered video: frames, frames_with_people, best_score, threshold)."""
     lines = ["In the overlay the predicted people are coloured skeletons with hollow joint rings and "
              "their track ids; the ground truth is white crosses."]
-    if rendered is not None and not rendered["frames_with_people"]:
-        lines += ["", f"**Warning:** the model predicts no person above the score threshold "
-                      f"{rendered['threshold']:g} in any of the {rendered['frames']} rendered frames (best "
-                      f"person score {rendered['best_score']:.3f}): it is undertrained; run the demo with "
-                      "more `--minutes`."]
-    return lines
+    warning = nobody_warning(rendered)
+    return lines + (["", f"**Warning:** {warning}"] if warning else [])
+
+
+def nobody_warning(rendered: dict | None) -> str:
+    """The warning when the rendered video shows nobody above the threshold ("" otherwise)."""
+    if rendered is None or rendered["frames_with_people"]:
+        return ""
+    return (f"the model predicts no person above the score threshold {rendered['threshold']:g} in any "
+            f"of the {rendered['frames']} rendered frames (best person score {rendered['best_score']:.3f}): "
+            "it is undertrained; run the demo with more `--minutes`.")
 
 
 def write_report(plan, results: dict[str, dict], ablation: dict | None, steps: dict[int, int],
