@@ -3,7 +3,7 @@
 #
 # Usage: benchmarks/gpu_session.sh STAGE OUT_DIR
 #   check    CUDA tests (Triton parity, auto dispatch, bf16 module, fullgraph compile on CUDA),
-#            then the deformable-attention kernel timings (reference vs Triton)
+#            then `pavenet bench kernels` (deformable attention, reference vs Triton)
 #   eager    pavenet bench, eager: bfloat16 for 1..50 people at batch 1 and 8, then float32
 #   compiled pavenet bench, torch.compile only (mode from COMPILE_MODE, default reduce-overhead)
 #   batched  pavenet alone, compiled, batch 8 only (the batched frames/s), 1 person
@@ -39,7 +39,7 @@ check() {
         print(torch.__version__, triton.__version__, torchvision.__version__)'"
     step 150 cuda-tests "$py" -m pytest -q -p no:cacheprovider -k cuda \
         tests/test_deform_attn_triton.py tests/test_compile.py
-    step 75 deform-attn-kernels "$py" benchmarks/deform_attn_gpu.py --repeats 10 --warmup 3
+    step 75 deform-attn-kernels "$py" -m pavenet bench kernels --repeats 10 --warmup 3
 }
 
 eager() {

@@ -2,11 +2,13 @@
 
 Every section is a dataclass with defaults; a YAML file only lists what differs.
 Unknown keys and values of the wrong type raise :class:`ConfigError` naming the
-dotted key and the file. ``--set a.b=value`` overrides use the same checks.
+dotted key and the file. ``--set a.b=value`` overrides use the same checks. The configs
+shipped in ``pavenet/configs`` load by name (``load_config("pavenet_r50")``) from anywhere.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,7 +19,10 @@ import yaml
 
 from pavenet.config_rules import problems
 from pavenet.errors import PavenetError
-from pavenet.tempfiles import temp_path
+from pavenet.runtime.files import atomic_open
+
+#: the configs shipped with pavenet, loadable by name
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 class ConfigError(PavenetError, ValueError):
@@ -38,11 +43,17 @@ class BackboneConfig:
 class VepeConfig:
     """VEPE components (used when ``model.arch`` is ``vepe``); each switch is one ablation row."""
 
+    #: Spatio-Temporal Pose Encoder: key-frame queries read the linked queries of every frame
     stpe: bool = True
+    #: Instance Consistency Module: link queries across frames by instance embeddings (else by pose)
     icm: bool = True
+    #: Spatio-Temporal Deformable Memory Encoder: fuse every frame's memory across the clip
     stdme: bool = True
+    #: Spatio-Temporal Pose Decoder over all T frames (else the key frame's memory only)
     stpd: bool = True
+    #: Pose Query Selection: queries scoring at least this take part in the temporal stage
     score_threshold: float = 0.3
+    #: layer counts and STDME's sampling points per head, level and frame
     stpe_layers: int = 2
     stdme_layers: int = 1
     stdme_points: int = 4
@@ -51,16 +62,21 @@ class VepeConfig:
 
 @dataclass
 class ModelConfig:
+    #: the network :func:`pavenet.model.build` builds
     arch: Literal["pavenet", "vepe"] = "pavenet"
+    #: T, the clip length (key frame T // 2), and J, the joints per person
     num_frames: int = 3
     num_joints: int = 15
+    #: transformer width, attention heads, feature levels (backbone outputs + extra levels)
     hidden_dim: int = 256
     num_heads: int = 8
     num_levels: int = 4
+    #: spatial encoder: layers, deformable sampling points per head and level
     enc_layers: int = 6
     enc_points: int = 4
     ffn_dim: int = 1024
     dropout: float = 0.1
+    #: person queries taken from the encoder proposals
     num_queries: int = 300
     pose_dec_layers: int = 3
     joint_dec_layers: int = 2
@@ -128,12 +144,15 @@ class LossConfig:
     #: N(0.5, I), one flow per stage (proposals, pose decoder, joint decoder), normalised per
     #: coordinate; "pavenet" = log(2 sigma) + |e|, N(0, I), one shared flow, per joint
     rle: Literal["pavenet", "released"] = "pavenet"
+    #: focal class loss (and the matcher's class cost)
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    #: weights of the loss terms (each also the matcher's weight of its cost)
     weight_class: float = 0.5
     weight_keypoint: float = 1.0
     weight_oks: float = 0.0
     weight_visibility: float = 1.0
+    #: VEPE's instance consistency loss: weight and the margin of its hinge
     weight_consistency: float = 0.0
     consistency_margin: float = 0.3
     #: >1: each track supervises its k cheapest encoder proposals (convergence aid; published: 1)
@@ -336,15 +355,47 @@ def config_from_dict(data: dict, source: str = "<dict>") -> Config:
     return validate(_build(Config, data, source), source)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (``_base_: other.yaml`` inherits) and apply ``--set`` overrides."""
-    data = _read_yaml(Path(path)) if path is not None else {}
-    source = str(path) if path is not None else "<defaults>"
+def config_names() -> list[str]:
+    """The names of the shipped configs (``pavenet/configs/NAME.yaml``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def config_path(config: str | Path) -> Path:
+    """The YAML file of ``config``: a path to a file, or the name of a shipped config
+    (``pavenet_r50`` or ``pavenet_r50.yaml``); raises :class:`ConfigError` otherwise."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    name = path.name.removesuffix(".yaml")
+    shipped = CONFIG_DIR / f"{name}.yaml"
+    if str(path) not in (name, path.name):  # a path with folders: a file of the user's
+        hint = f" (the shipped config of that name is '{name}')" if shipped.is_file() else ""
+        raise ConfigError(f"{config}: config file not found{hint}")
+    if shipped.is_file():
+        return shipped
+    close = difflib.get_close_matches(name, config_names(), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(f"{config}: config file not found, and not the name of a shipped config "
+                      f"({', '.join(config_names())}){hint}")
+
+
+def apply_overrides(cfg: Config, overrides: list[str], source: str) -> Config:
+    """``cfg`` with ``--set`` overrides applied and checked."""
+    merged = _merge(config_to_dict(cfg), parse_overrides(overrides))
+    return validate(_build(Config, merged, "--set"), f"{source} with --set")
+
+
+def load_config(config: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a config by path or shipped name (``_base_: other.yaml`` inherits) and apply
+    ``--set`` overrides; without ``config``, the defaults."""
+    if config is None:
+        data, source = {}, "<defaults>"
+    else:
+        path = config_path(config)
+        data, source = _read_yaml(path), str(path)
     cfg = _build(Config, data, source)
     if overrides:
-        merged = _merge(config_to_dict(cfg), parse_overrides(overrides))
-        cfg = _build(Config, merged, "--set")
-        source = f"{source} with --set"
+        return apply_overrides(cfg, overrides, source)
     return validate(cfg, source)
 
 
@@ -353,7 +404,5 @@ def config_to_dict(cfg: Any) -> dict:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    path = Path(path)
-    tmp = temp_path(path)
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
+    with atomic_open(path) as f:
+        f.write(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,7 +1,6 @@
 """Speed benchmark pieces: the two-stage baseline's shapes and linear cost, the timing and FLOP
 helpers (fake clock, no timing assertions) and ``pavenet bench --quick`` end to end."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -207,12 +206,8 @@ def test_returned_report_is_the_written_one(tmp_path):
 
 
 def test_profile_step_sums_trace_kernels_by_kind():
-    import importlib.util
+    from pavenet.bench import profile as module
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "profile_step.py"
-    spec = importlib.util.spec_from_file_location("profile_step", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     trace = {"traceEvents": [
         {"cat": "kernel", "name": "_fwd_kernel", "dur": 300.0},
         {"cat": "kernel", "name": "triton_poi_fused_add_relu_0", "dur": 100.0},

@@ -8,12 +8,12 @@ from pavenet.config import ConfigError, load_config
 from pavenet.data.clips import DataError
 from pavenet.data.posetrack import AnnotationError
 from pavenet.data.synthetic import write_dataset
-from pavenet.engine.checkpoint import CheckpointError, save_checkpoint
+from pavenet.runtime.checkpoint import CheckpointError, save_checkpoint
 from pavenet.engine.step import TrainingDiverged
 from pavenet.errors import PavenetError, user_message
 from pavenet.eval.posetrack_io import PoseTrackFormatError
 from pavenet.infer.video_io import VideoInputError
-from pavenet.model.network import build_model
+from pavenet.model import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["model.hidden_dim=32", "model.num_heads=2", "model.enc_layers=1", "model.ffn_dim=64",

@@ -7,8 +7,8 @@ import pytest
 from cli_helpers import CONFIG, SMALL, one_line
 from pavenet.cli import main
 from pavenet.config import config_to_dict, load_config
-from pavenet.engine.checkpoint import save_checkpoint
-from pavenet.model.network import build_model
+from pavenet.runtime.checkpoint import save_checkpoint
+from pavenet.model import build_model
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_predict_checks_out_before_any_inference(tmp_path, capsys):
 
 
 def test_predict_refuses_weights_that_are_not_finite(tiny_checkpoint, tmp_path, capsys):
-    from pavenet.engine.checkpoint import load_weights
+    from pavenet.runtime.checkpoint import load_weights
 
     state, meta = load_weights(tiny_checkpoint)
     state = {k: v * float("nan") if v.is_floating_point() else v for k, v in state.items()}

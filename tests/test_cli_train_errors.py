@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 from cli_helpers import CONFIG, SMALL, one_line
 from pavenet.cli import main
 from pavenet.data.synthetic import write_dataset
-from pavenet.engine.checkpoint import save_checkpoint
+from pavenet.runtime.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_a_second_fresh_run_into_the_same_folder_is_refused(data_root, tmp_path,
 
 
 def test_a_full_disk_while_saving_is_one_line(data_root, tmp_path, capsys, monkeypatch):
-    import pavenet.engine.checkpoint as ckpt
+    import pavenet.runtime.checkpoint as ckpt
 
     def no_space(*args, **kwargs):
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")

@@ -11,7 +11,7 @@ import torch
 from test_network import float_tensors, padded_batch, tiny_cfg
 
 from pavenet.config import load_config
-from pavenet.model.network import build_model
+from pavenet.model import build_model
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -19,7 +19,7 @@ from pavenet.convert import ConvertError, convert_checkpoint, convert_state, rea
 from pavenet.convert.tensors import Conversion, fold_linears, joint_rows, point_rows
 from pavenet.data.joints import COCO_TO_MODEL
 from pavenet.model.heads import FrameMLP
-from pavenet.model.network import build_model
+from pavenet.model import build_model
 
 DATA = Path(__file__).parent / "data"
 R50 = Path(__file__).resolve().parents[1] / "configs" / "pavenet_r50.yaml"
@@ -197,7 +197,7 @@ def test_wrong_files_give_one_line_and_exit_code_2(tmp_path, capsys) -> None:
 
 @pytest.mark.slow
 def test_convert_cli_writes_a_checkpoint_folder_that_weights_accepts(tmp_path, capsys) -> None:
-    from pavenet.engine.weights import load_checkpoint_model
+    from pavenet.model.loading import load_checkpoint_model
     from safetensors.torch import load_file
 
     src = tmp_path / "official.pth"
@@ -239,7 +239,7 @@ def test_released_swin_checkpoint_converts_and_an_r50_config_refuses_it(tmp_path
     report = convert_checkpoint(src, tmp_path / "out", config=cfg_path)
     assert report.used + len(report.dropped) == len(state)
     assert report.config.postprocess.top_k == 100
-    from pavenet.engine.weights import load_checkpoint_model
+    from pavenet.model.loading import load_checkpoint_model
 
     model, _ = load_checkpoint_model(str(tmp_path / "out"))
     key = "stages.2.blocks.1.attn.w_msa.relative_position_bias_table"

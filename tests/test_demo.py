@@ -5,7 +5,7 @@ from pathlib import Path
 import av
 import pytest
 
-from pavenet.engine.demo import DemoPlan, run_demo, training_budget
+from pavenet.demo import DemoPlan, run_demo, training_budget
 from pavenet.engine.trainer import RunExistsError
 
 SMALL = ("model.hidden_dim=32", "model.num_heads=2", "model.enc_layers=1", "model.ffn_dim=64",

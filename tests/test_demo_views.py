@@ -7,7 +7,7 @@ from test_overlay import J, _person
 
 from pavenet.cli.predict import nobody_note
 from pavenet.data.joints import MODEL
-from pavenet.engine.demo import nobody_banners
+from pavenet.demo import nobody_banners
 from pavenet.engine.logger import RunLogger
 from pavenet.infer.estimator import FramePrediction, PersonPrediction
 from pavenet.viz.overlay import (GROUND_TRUTH_COLOR, compose, draw_banner, draw_ground_truth, draw_people,

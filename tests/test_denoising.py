@@ -12,7 +12,7 @@ from pavenet.config import load_config
 from pavenet.engine.step import train_step
 from pavenet.model import build
 from pavenet.model.denoising import attention_mask, filled_poses, make_denoising_queries, noised
-from pavenet.model.network import build_model
+from pavenet.model import build_model
 
 SMALL = ["model.hidden_dim=32", "model.num_heads=2", "model.enc_layers=1", "model.ffn_dim=64",
          "model.num_queries=8", "model.num_kept=4", "model.pose_dec_layers=2", "model.joint_dec_layers=2",
@@ -164,8 +164,8 @@ def test_bad_denoising_settings_are_errors() -> None:
 
 
 def test_checkpoints_load_with_or_without_the_training_only_parameters(tmp_path) -> None:
-    from pavenet.engine.checkpoint import CheckpointError, save_checkpoint
-    from pavenet.engine.weights import load_model_weights
+    from pavenet.runtime.checkpoint import CheckpointError, save_checkpoint
+    from pavenet.runtime.weights import load_model_weights
 
     torch.manual_seed(0)
     plain = build_model(load_config("configs/synthetic_tiny.yaml", SMALL).model)

@@ -12,8 +12,8 @@ import torch.multiprocessing as mp
 from pavenet.config import load_config
 from pavenet.data import build_dataset, collate
 from pavenet.data.synthetic import write_dataset
-from pavenet.engine.checkpoint import load_weights
-from pavenet.engine.distributed import DistInfo, cleanup, init_distributed
+from pavenet.runtime.checkpoint import load_weights
+from pavenet.runtime.distributed import DistInfo, cleanup, init_distributed
 from pavenet.engine.step import TrainingDiverged
 from pavenet.engine.trainer import Trainer
 

@@ -4,10 +4,10 @@ import torch
 from torch import nn
 
 from pavenet.config import TrainConfig
-from pavenet.engine import checkpoint as ckpt
+from pavenet.runtime import checkpoint as ckpt
 from pavenet.engine.optim import build_optimizer, lr_factor, param_groups
 from pavenet.engine.sampler import ResumableSampler, SeededDataset
-from pavenet.engine.weights import adapt_frames, fit_state_dict
+from pavenet.runtime.weights import adapt_frames, fit_state_dict
 
 
 class Toy(nn.Module):
@@ -151,7 +151,7 @@ def test_image_model_weights_initialise_the_video_model(tmp_path):
     from pathlib import Path
 
     from pavenet.config import config_to_dict, load_config
-    from pavenet.engine.weights import load_model_weights
+    from pavenet.runtime.weights import load_model_weights
     from pavenet.model import build
 
     configs = Path(__file__).resolve().parents[1] / "configs"

@@ -13,8 +13,8 @@ from pavenet.data.joints import MODEL, posetrack18_to_model
 from pavenet.eval.coco import evaluate_coco
 from pavenet.eval.posetrack import POSEVAL_JOINTS, evaluate_posetrack
 from pavenet.eval.posetrack_io import PoseTrackFormatError
-from pavenet.eval.writers import (PredictedPerson, atomic_open, atomic_path, public_mode, write_coco_results,
-                                  write_posetrack_predictions)
+from pavenet.eval.writers import PredictedPerson, write_coco_results, write_posetrack_predictions
+from pavenet.runtime.files import atomic_open, atomic_path, public_mode
 
 SEQ = "012834_mpii_test"
 

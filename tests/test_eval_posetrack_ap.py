@@ -8,7 +8,7 @@ from eval_builders import base_pose, gt_person, image, pred_person, write_sequen
 from pavenet.data.joints import MODEL
 from pavenet.eval.posetrack import POSEVAL_JOINTS, evaluate_posetrack
 from pavenet.eval.posetrack_ap import joint_ap, voc_ap
-from pavenet.eval.regions import points_in_polygon
+from pavenet.data.regions import points_in_polygon
 
 NOSE = MODEL.index("nose")
 

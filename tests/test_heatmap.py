@@ -14,7 +14,7 @@ from pavenet.model.criterion import SetCriterion
 from pavenet.model.encoder import FrameMemory
 from pavenet.model.heatmap import HeatmapHead, centernet_focal_loss, heatmap_targets
 from pavenet.model.matcher import HungarianMatcher
-from pavenet.model.network import build_model
+from pavenet.model import build_model
 
 
 def brute_targets(keypoints, joints, ratios, shape, sigma):

@@ -14,7 +14,7 @@ from pavenet.data.collate import collate
 from pavenet.data.transforms import ClipParams
 from pavenet.model import build
 from pavenet.model.encoder import FrameMemory
-from pavenet.model.network import build_model
+from pavenet.model import build_model
 from pavenet.model.pose_attention import FrameDeformAttn
 
 TOP_KEYS = {"logits", "keypoints", "visibility", "sigma", "embedding", "kept_index",

@@ -14,11 +14,11 @@ onnx = pytest.importorskip("onnx")
 
 from pavenet.cli import main  # noqa: E402
 from pavenet.config import config_to_dict, load_config, save_config  # noqa: E402
-from pavenet.engine.checkpoint import save_checkpoint  # noqa: E402
+from pavenet.runtime.checkpoint import save_checkpoint  # noqa: E402
 from pavenet.export.onnx_export import (CLIP_OUTPUTS, ExportOptions, export_clip,  # noqa: E402
                                         read_onnx_metadata, streaming_paths)
 from pavenet.export.onnx_runtime import OnnxRuntimeNetwork  # noqa: E402
-from pavenet.model.network import build_model  # noqa: E402
+from pavenet.model import build_model  # noqa: E402
 
 pytestmark = pytest.mark.slow  # three ONNX exports, ~100 s of one CPU core in all
 

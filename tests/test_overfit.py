@@ -22,7 +22,7 @@ from pavenet.data.joints import posetrack18_to_model
 from pavenet.data.synthetic import generate_video
 from pavenet.data.transforms import ClipParams
 from pavenet.model.criterion import build_criterion
-from pavenet.model.network import build_model
+from pavenet.model import build_model
 from pavenet.model.oks import oks, oks_sigmas
 from pavenet.model.postprocess import PostProcessor
 

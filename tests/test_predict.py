@@ -13,7 +13,7 @@ from pavenet.cli import main
 from pavenet.config import config_to_dict, load_config
 from pavenet.data.joints import MODEL, posetrack18_to_model
 from pavenet.data.synthetic import generate_video
-from pavenet.engine.checkpoint import save_checkpoint
+from pavenet.runtime.checkpoint import save_checkpoint
 from pavenet.eval.posetrack import evaluate_posetrack
 from pavenet.infer.estimator import PoseEstimator
 from pavenet.infer.video_writer import VideoWriter
@@ -208,7 +208,7 @@ def test_predict_into_a_used_folder_says_so_cleans_stale_temporaries_and_spares_
     import subprocess
     import sys
 
-    from pavenet.tempfiles import temp_path
+    from pavenet.runtime.files import temp_path
 
     cfg, model, _ = tiny
     path, _ = video

@@ -1,11 +1,11 @@
-"""Thread planning (pavenet.threads): usable cores, busy cores, the choice, passive waiting."""
+"""Thread planning (pavenet.runtime.threads): usable cores, busy cores, the choice, passive waiting."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pavenet import threads
+from pavenet.runtime import threads
 
 
 def test_cgroup_quota(tmp_path) -> None:
@@ -91,7 +91,7 @@ def test_cli_says_the_thread_count(capsys) -> None:
 def test_estimator_sets_the_threads_it_is_given() -> None:
     from pavenet.config import load_config
     from pavenet.infer.estimator import PoseEstimator
-    from pavenet.model.network import build_model
+    from pavenet.model import build_model
 
     cfg = load_config("configs/synthetic_tiny.yaml")
     before = torch.get_num_threads()

@@ -15,9 +15,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pavenet.engine import checkpoint as ckpt
+from pavenet.runtime import checkpoint as ckpt
 from pavenet.engine.trainer import rng_state, set_rng_state
-from pavenet.tempfiles import temp_path
+from pavenet.runtime.files import temp_path
 
 
 def _trainer_like_state(seed: int = 0) -> dict:

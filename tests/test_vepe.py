@@ -9,7 +9,7 @@ import torch
 from pavenet.config import TrainConfig, load_config
 from pavenet.engine.optim import build_optimizer
 from pavenet.engine.step import train_step
-from pavenet.engine.weights import fit_state_dict
+from pavenet.runtime.weights import fit_state_dict
 from pavenet.infer.estimator import PoseEstimator
 from pavenet.model import build
 from pavenet.model.deformable_attention import MSDeformAttn

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from pavenet.eval.writers import atomic_open
+from pavenet.runtime.files import atomic_open
 
 ROW_KEYS = ("model", "mode", "people", "batch", "dtype", "compile", "median_ms", "p90_ms",
             "ms_per_frame", "frames_per_s", "gflops_per_frame", "tflops_per_s", "peak_fraction",

@@ -34,10 +34,16 @@ from pavenet.bench import MODELS
 from pavenet.bench.report import ratio_rows, reference_people, spread_rows, write_report
 from pavenet.bench.timing import achieved, count_flops, device_name, device_sync, peak_flops, time_callable
 from pavenet.bench.two_stage import CROP_SIZE, TwoStagePose
+from pavenet.config import config_path, load_config
+from pavenet.data.synthetic_figures import draw_figure, figure_pose
+from pavenet.data.synthetic_scene import PAN, background, sample_figure
+from pavenet.data.transforms import to_tensor
 from pavenet.infer import GRAPH_MODES, check_compile_mode
 from pavenet.infer.compiled import copy_outputs
+from pavenet.model import build
+from pavenet.model.encoder import FrameMemory
+from pavenet.runtime.device import pick_device
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_PEOPLE = (1, 3, 5, 10, 20, 50)
 QUICK_PEOPLE = (1, 3)
 QUICK_SIZE, QUICK_CROP = (64, 64), (64, 48)
@@ -102,16 +108,14 @@ def resolve(plan: BenchPlan) -> Settings:
     """Defaults: CUDA -> ResNet-50 config at 800x1333, batch 1 and 8, 5 + 20 calls; CPU -> the
     tiny config at 256x256, batch 1, 1 + 5 calls, no bfloat16; ``quick`` -> 64x64, 64x48 crops,
     1 and 3 people, batch 1 and 2, one timed call. Raises RuntimeError for CUDA without CUDA."""
-    from pavenet.engine.distributed import pick_device
-
     device = pick_device(plan.device)
     cuda = device.type == "cuda"
-    default_config = "pavenet_r50.yaml" if cuda and not plan.quick else "synthetic_tiny.yaml"
+    default_config = "pavenet_r50" if cuda and not plan.quick else "synthetic_tiny"
     size = plan.size or (QUICK_SIZE if plan.quick else (800, 1333) if cuda else (256, 256))
     batch = plan.batch if plan.batch is not None else (2 if plan.quick else 8 if cuda else 1)
     _check_choices(plan, batch)
     s = Settings(
-        device=device, config=Path(plan.config) if plan.config else CONFIG_DIR / default_config,
+        device=device, config=config_path(plan.config or default_config),
         size=tuple(size), people=tuple(plan.people or (QUICK_PEOPLE if plan.quick else DEFAULT_PEOPLE)),
         repeats=plan.repeats or (1 if plan.quick else 20 if cuda else 5),
         warmup=plan.warmup if plan.warmup is not None else (0 if plan.quick else 5 if cuda else 1),
@@ -143,9 +147,6 @@ def _check_choices(plan: BenchPlan, batch: int) -> None:
 
 def render_clip(num_people: int, num_frames: int, height: int, width: int, seed: int = 0) -> list[Image.Image]:
     """T frames of ``num_people`` synthetic people walking over a textured background."""
-    from pavenet.data.synthetic_figures import draw_figure, figure_pose
-    from pavenet.data.synthetic_scene import PAN, background, sample_figure
-
     rng = np.random.default_rng(seed)
     bg = np.ascontiguousarray(background(rng, width, height)[PAN:PAN + height, PAN:PAN + width])
     figures = sorted((sample_figure(rng, width, height, False) for _ in range(num_people)),
@@ -170,9 +171,6 @@ class Networks:
     """The networks of a run (random weights), built once, and their compiled versions."""
 
     def __init__(self, s: Settings) -> None:
-        from pavenet.config import load_config
-        from pavenet.model import build
-
         torch.manual_seed(0)
         cfg = load_config(s.config)
         model, _, post = build(cfg)
@@ -209,8 +207,6 @@ class Networks:
 def _streaming_memory(net: nn.Module, encode: Callable, clips: torch.Tensor) -> Callable:
     """A function encoding the newest frame of each clip and returning the clip memories, the
     other T-1 frames coming from a cache encoded once (clip order kept)."""
-    from pavenet.model.encoder import FrameMemory
-
     b, t, _, h, w = clips.shape
     cached = net.encode(clips[:, :t - 1].flatten(0, 1), clips.new_zeros(b * (t - 1), h, w, dtype=torch.bool))
     new_mask = clips.new_zeros(b, h, w, dtype=torch.bool)
@@ -271,8 +267,6 @@ class Bench:
 
     def inputs(self, people: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(normalised pavenet frames, [0, 1] frames), each (T, 3, H, W), of ``people`` people."""
-        from pavenet.data.transforms import to_tensor
-
         if people not in self._inputs:
             images = render_clip(people, self.nets.num_frames, *self.s.size, seed=people)
             raw = torch.from_numpy(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2)

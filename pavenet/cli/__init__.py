@@ -34,8 +34,8 @@ COMPUTE_COMMANDS = ("train", "test", "predict", "demo")
 
 def _plan_threads(args: argparse.Namespace) -> None:
     """Measure the cores other programs keep busy and, if any, make OpenMP waiting passive;
-    both must happen before torch loads OpenMP (:mod:`pavenet.threads`)."""
-    from pavenet.threads import busy_cores, prefer_passive_waiting
+    both must happen before torch loads OpenMP (:mod:`pavenet.runtime.threads`)."""
+    from pavenet.runtime.threads import busy_cores, prefer_passive_waiting
 
     args.busy_cores = busy_cores() if args.threads is None else 0.0
     prefer_passive_waiting(args.busy_cores)
@@ -45,9 +45,12 @@ def apply_threads(args: argparse.Namespace) -> int:
     """Set torch's thread count for a compute subcommand and say it (stdout); returns it."""
     import os
 
-    from pavenet.threads import configure
+    import torch
 
-    count = configure(args.threads, getattr(args, "busy_cores", None))
+    from pavenet.runtime.threads import choose_threads
+
+    count = choose_threads(args.threads, getattr(args, "busy_cores", None))
+    torch.set_num_threads(count)
     wait = os.environ.get("OMP_WAIT_POLICY", "default").lower()
     origin = "--threads" if args.threads is not None else f"{getattr(args, 'busy_cores', 0.0):.1f} cores busy elsewhere"
     print(f"threads: {count} ({origin}; OpenMP wait policy {wait})", flush=True)

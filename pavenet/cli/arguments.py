@@ -40,7 +40,7 @@ def int_between(lo: int, hi: int) -> Callable[[str], int]:
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     """``--threads N`` (default: the usable cores that other programs leave free, see
-    :mod:`pavenet.threads`)."""
+    :mod:`pavenet.runtime.threads`)."""
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="intra-op CPU threads (default: the cores this process may use, less "
                              "those other programs keep busy at start)")

@@ -1,57 +1,95 @@
-"""``pavenet bench``: per-frame latency of pavenet vs a two-stage (detector + top-down) pipeline.
+"""``pavenet bench``: the speed benchmarks.
 
-Writes ``bench.json`` and ``bench.md`` into ``--out`` (see :mod:`pavenet.bench.runner` for the
-grid and :mod:`pavenet.bench.report` for the row keys).
+``pavenet bench [options]`` runs the latency benchmark, pavenet vs a two-stage (detector +
+top-down) pipeline; it writes ``bench.json`` and ``bench.md`` into ``--out`` (see
+:mod:`pavenet.bench.runner` for the grid and :mod:`pavenet.bench.report` for the row keys).
+``pavenet bench NAME [options]`` runs the named benchmark ``pavenet.bench.NAME`` (one of
+:data:`pavenet.bench.BENCHMARKS`) with its own options, which follow NAME.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from pathlib import Path
 
-from pavenet.bench import MODELS
+from pavenet.bench import BENCHMARKS, MODELS
 from pavenet.cli.arguments import non_negative_int, positive_int
 from pavenet.infer import COMPILE_MODES
 
 
+def _epilog() -> str:
+    width = max(len(name) for name in BENCHMARKS)
+    lines = [f"  {name:<{width}}  {line}" for name, line in BENCHMARKS.items()]
+    return ("named benchmarks (pavenet bench NAME --help shows the options of NAME):\n"
+            + "\n".join(lines))
+
+
+def _latency_options(p: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The latency benchmark's options (the ones of ``pavenet bench`` without NAME)."""
+    add = p.add_argument
+    return [
+        add("--config", default=None, help="pavenet config, a shipped name or a YAML path (default: pavenet_r50 on CUDA, "
+                                            "synthetic_tiny on CPU)"),
+        add("--device", default=None, help="cpu or cuda (default: CUDA when available)"),
+        add("--size", type=positive_int, nargs=2, metavar=("H", "W"), default=None,
+            help="network input size (default: 800 1333 on CUDA, 256 256 on CPU)"),
+        add("--people", type=positive_int, nargs="+", default=None, help="people counts (default: 1 3 5 10 20 50)"),
+        add("--repeats", type=positive_int, default=None, help="timed calls per row (default: 20 CUDA, 5 CPU)"),
+        add("--warmup", type=non_negative_int, default=None, help="untimed calls per row (default: 5 CUDA, 1 CPU)"),
+        add("--batch", type=positive_int, default=None,
+            help="batched size measured besides batch 1 (default: 8 on CUDA, none on CPU)"),
+        add("--compile", action="store_true", help="also measure torch.compile versions"),
+        add("--only-batch", action="store_true", help="measure the --batch size alone (not batch 1 as well)"),
+        add("--models", nargs="+", choices=MODELS, default=None, help="models to measure (default: all three)"),
+        add("--compile-only", action="store_true", help="measure the torch.compile versions only (no eager rows)"),
+        add("--compile-mode", default="default", choices=COMPILE_MODES,
+            help="torch.compile mode of the compiled rows (reduce-overhead: CUDA graphs)"),
+        add("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"],
+            help="dtypes (bfloat16 = autocast, CUDA only; skipped with a note on CPU)"),
+        add("--crop", type=positive_int, nargs=2, metavar=("H", "W"), default=None,
+            help="two-stage top-down crop size (default: 256 192)"),
+        add("--threads", type=positive_int, default=None, help="CPU threads (default: torch's)"),
+        add("--out", default="runs/bench", help="output folder (default: runs/bench)"),
+        add("--quick", action="store_true",
+            help="tiny sizes for tests/CI: 64x64 input, 64x48 crops, 1 and 3 people, one timed call"),
+    ]
+
+
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("bench", help="speed benchmark: pavenet vs a two-stage detector + top-down pipeline")
-    p.add_argument("--config", default=None,
-                   help="pavenet config (default: configs/pavenet_r50.yaml on CUDA, "
-                        "configs/synthetic_tiny.yaml on CPU)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
-    p.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"), default=None,
-                   help="network input size (default: 800 1333 on CUDA, 256 256 on CPU)")
-    p.add_argument("--people", type=positive_int, nargs="+", default=None,
-                   help="people counts (default: 1 3 5 10 20 50)")
-    p.add_argument("--repeats", type=positive_int, default=None, help="timed calls per row (default: 20 CUDA, 5 CPU)")
-    p.add_argument("--warmup", type=non_negative_int, default=None,
-                   help="untimed calls per row (default: 5 CUDA, 1 CPU)")
-    p.add_argument("--batch", type=positive_int, default=None,
-                   help="batched size measured besides batch 1 (default: 8 on CUDA, none on CPU)")
-    p.add_argument("--compile", action="store_true", help="also measure torch.compile versions")
-    p.add_argument("--only-batch", action="store_true",
-                   help="measure the --batch size alone (not batch 1 as well)")
-    p.add_argument("--models", nargs="+", choices=MODELS,
-                   default=None, help="models to measure (default: all three)")
-    p.add_argument("--compile-only", action="store_true",
-                   help="measure the torch.compile versions only (no eager rows)")
-    p.add_argument("--compile-mode", default="default",
-                   choices=COMPILE_MODES,
-                   help="torch.compile mode of the compiled rows (reduce-overhead: CUDA graphs)")
-    p.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"],
-                   help="dtypes (bfloat16 = autocast, CUDA only; skipped with a note on CPU)")
-    p.add_argument("--crop", type=positive_int, nargs=2, metavar=("H", "W"), default=None,
-                   help="two-stage top-down crop size (default: 256 192)")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: torch's)")
-    p.add_argument("--out", default="runs/bench", help="output folder (default: runs/bench)")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny sizes for tests/CI: 64x64 input, 64x48 crops, 1 and 3 people, one timed call")
+    p = sub.add_parser(
+        "bench", help="speed benchmarks: pavenet vs a two-stage pipeline, or a named one (bench --help)",
+        description="Without NAME: per-frame latency of pavenet vs a two-stage detector + top-down\n"
+                    "pipeline (writes bench.json and bench.md into --out).\n"
+                    "With NAME: that benchmark, with the options that follow NAME.",
+        usage="%(prog)s [latency options]\n       %(prog)s NAME [options of NAME]",
+        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("benchmark", nargs="?", choices=tuple(BENCHMARKS), metavar="NAME",
+                   help="a named benchmark (listed below); without it, the latency benchmark")
+    p.add_argument("options", nargs=argparse.REMAINDER, metavar="...",
+                   help="the options of NAME (pavenet bench NAME --help)")
+    p.set_defaults(_latency=_latency_options(p))
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    if args.benchmark is not None:
+        return run_named(args)
+    return run_latency(args)
 
+
+def run_named(args: argparse.Namespace) -> int:
+    """Run ``pavenet.bench.NAME`` on the options after NAME; latency options before NAME are an error."""
+    given = [a.option_strings[0] for a in args._latency if getattr(args, a.dest) != a.default]
+    if given:
+        print(f"pavenet bench: error: {', '.join(given)} before {args.benchmark}: the options of a "
+              f"named benchmark follow its name (pavenet bench {args.benchmark} --help)", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"pavenet.bench.{args.benchmark}")
+    return int(module.main(args.options, prog=f"pavenet bench {args.benchmark}") or 0)
+
+
+def run_latency(args: argparse.Namespace) -> int:
     from pavenet.bench.runner import BenchPlan, resolve, run_benchmark
 
     plan = BenchPlan(out=Path(args.out), config=Path(args.config) if args.config else None,

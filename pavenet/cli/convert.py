@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--from", dest="layout", choices=["auto", "pavenet", "petr"], default="auto",
                    help="layout of SRC (default: auto, detected from its tensor names)")
     p.add_argument("--config", default=None,
-                   help="pavenet config of the converted network (default: configs/pavenet_r50.yaml)")
+                   help="pavenet config of the converted network: a shipped config name or a YAML path (default: pavenet_r50)")
     return p
 
 

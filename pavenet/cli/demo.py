@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     add_threads_argument(p)
     p.add_argument("--ablation", action="store_true", help="also train T=1 on the same budget and compare")
-    p.add_argument("--config", default=None, help="model/training config (default: configs/synthetic_tiny.yaml)")
+    p.add_argument("--config", default=None, help="model/training config: a shipped config name or a YAML path (default: synthetic_tiny)")
     p.add_argument("--videos", type=positive_int, default=48, help="synthetic training videos (default: 48)")
     p.add_argument("--val-videos", type=non_negative_int, default=8, help="val and hard-val videos each (default: 8)")
     p.add_argument("--frames", type=positive_int, default=40, help="frames per video (default: 40)")
@@ -25,12 +25,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from pavenet.cli import apply_threads
-    from pavenet.engine.demo import DemoPlan, run_demo
+    from pavenet.demo import DemoPlan, run_demo
 
     apply_threads(args)
 
     plan = DemoPlan(out=Path(args.out), minutes=args.minutes, device=args.device, ablation=args.ablation,
-                    config=Path(args.config) if args.config else None, train_videos=args.videos,
+                    config=args.config, train_videos=args.videos,
                     val_videos=args.val_videos, hard_videos=args.val_videos, frames=args.frames,
                     overrides=tuple(args.set))
     run_demo(plan)

@@ -43,7 +43,7 @@ def _run_posetrack(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pavenet.eval.writers import atomic_write_json
+    from pavenet.runtime.files import atomic_write_json
 
     if args.coco and (args.no_tracking or args.per_sequence or args.strict):
         print("pavenet eval: error: --coco cannot be combined with --no-tracking, --per-sequence or --strict",

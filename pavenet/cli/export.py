@@ -1,4 +1,7 @@
-"""``pavenet export CONFIG --weights CKPT --out model.onnx``: ONNX graphs for deployment.
+"""``pavenet export --weights CKPT --out model.onnx``: ONNX graphs for deployment.
+
+The network is the one the checkpoint's stored config describes (as ``pavenet predict`` builds
+it); a CONFIG argument (shipped name or YAML path) builds that network instead.
 
 Writes the clip graph ``model.onnx`` (``frames`` (B, T, 3, H, W), ``mask`` (B, H, W)) and the
 streaming pair ``model.encoder.onnx`` / ``model.decoder.onnx`` (see
@@ -14,7 +17,8 @@ from pavenet.cli.arguments import positive_int
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export the network to ONNX (clip graph and streaming encoder/decoder)")
-    p.add_argument("config", help="model config (YAML)")
+    p.add_argument("config", nargs="?", default=None,
+                   help="model config: a shipped name or a YAML path (default: the checkpoint's stored config)")
     p.add_argument("--weights", required=True, help="checkpoint (model.safetensors, its folder or a run folder)")
     p.add_argument("--out", default="model.onnx", help="clip graph path; the streaming pair goes next to it "
                                                        "as NAME.encoder.onnx and NAME.decoder.onnx")
@@ -31,21 +35,26 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pavenet.config import load_config
+    from pavenet.config import apply_overrides, load_config
     from pavenet.data.transforms import resized_size
-    from pavenet.engine.weights import load_model_weights
     from pavenet.export.onnx_export import ExportOptions, export_clip, export_streaming
-    from pavenet.model.network import build_model
-    from pavenet.tempfiles import remove_stale
+    from pavenet.model import build_model
+    from pavenet.model.loading import stored_config
+    from pavenet.runtime.files import remove_stale
+    from pavenet.runtime.weights import load_model_weights
 
-    cfg = load_config(args.config, args.set)
+    if args.config is None:
+        cfg = stored_config(args.weights)
+        cfg = apply_overrides(cfg, args.set, f"{args.weights} (stored config)") if args.set else cfg
+    else:
+        cfg = load_config(args.config, args.set)
+    model = build_model(cfg.model)
+    load_model_weights(model, args.weights)
     if args.size is None:
         w, h = resized_size(1920, 1080, cfg.data.test_short_side, cfg.data.test_max_size)
     else:
         h, w = args.size
     opts = ExportOptions(h, w, args.opset, args.dynamic_batch)
-    model = build_model(cfg.model)
-    load_model_weights(model, args.weights)
     remove_stale(Path(args.out).parent)
     print(f"exporting for a {h}x{w} (H x W) network input, {cfg.model.num_frames} frames per clip")
     written = []

@@ -100,8 +100,7 @@ def _failure(path, exc: Exception) -> str:
 
 def _prepare_out(args: argparse.Namespace) -> None:
     """Check that --out takes files before any inference; remove what killed runs left there."""
-    from pavenet.eval.writers import ensure_writable
-    from pavenet.tempfiles import remove_stale
+    from pavenet.runtime.files import ensure_writable, remove_stale
 
     out = ensure_writable(args.out)
     remove_stale(out)

@@ -9,7 +9,7 @@ from pavenet.cli.arguments import add_threads_argument, positive_int
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("test", help="predict a PoseTrack-layout split and report mAP / MOTA")
-    p.add_argument("config", help="YAML config the model was trained with")
+    p.add_argument("config", help="the config the model was trained with: a shipped config name or a YAML path")
     p.add_argument("--weights", required=True, help="checkpoint (model.safetensors, its folder or a run folder)")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
@@ -24,11 +24,11 @@ def run(args: argparse.Namespace) -> int:
     from pavenet.cli import apply_threads
     from pavenet.config import load_config
     from pavenet.engine.evaluate import evaluate_split
-    from pavenet.engine.weights import load_model_weights
     from pavenet.eval.posetrack import format_table
-    from pavenet.eval.writers import atomic_write_json
     from pavenet.infer.estimator import PoseEstimator
     from pavenet.model import build
+    from pavenet.runtime.files import atomic_write_json
+    from pavenet.runtime.weights import load_model_weights
 
     apply_threads(args)
 

@@ -12,7 +12,7 @@ from pavenet.cli.arguments import add_threads_argument, non_negative_float
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a YAML config (torchrun for several GPUs)")
-    p.add_argument("config", help="YAML config, e.g. configs/synthetic_tiny.yaml")
+    p.add_argument("config", help="a shipped config name (e.g. synthetic_tiny, pavenet_r50) or a YAML path")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config values with dotted keys, e.g. train.lr=1e-4")
     p.add_argument("--out", default=None, help="run directory (default: runs/<config name>; a folder that holds "
@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def _out_dir(args: argparse.Namespace) -> Path:
     """--out, else the run folder of --resume (when it is in one), else runs/<config name>."""
-    from pavenet.engine.checkpoint import holds_run, run_dir_of
+    from pavenet.runtime.checkpoint import holds_run, run_dir_of
 
     if args.out is not None:
         return Path(args.out)
@@ -47,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
     from pavenet.cli import apply_threads
     from pavenet.config import load_config
     from pavenet.data import build_dataset, collate
-    from pavenet.engine.distributed import cleanup, init_distributed
     from pavenet.engine.evaluate import make_validator
     from pavenet.engine.trainer import Trainer, check_run_dir
+    from pavenet.runtime.distributed import cleanup, init_distributed
 
     apply_threads(args)
 

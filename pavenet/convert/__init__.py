@@ -18,14 +18,15 @@ import torch
 from safetensors.torch import save_file
 
 from pavenet.config import Config, config_to_dict, load_config, save_config
+from pavenet.model import build_model
+from pavenet.runtime.files import atomic_path
 
 from .layouts import KEEP_INIT, RULES
 from .reading import LAYOUTS, ConvertError, detect_layout, read_state_dict
 from .tensors import Conversion
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-#: the config each layout is converted to when none is given
-DEFAULT_CONFIG = {"pavenet": "pavenet_r50.yaml", "petr": "pavenet_r50.yaml"}
+#: the shipped config each layout is converted to when none is given
+DEFAULT_CONFIG = {"pavenet": "pavenet_r50", "petr": "pavenet_r50"}
 WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
 
 
@@ -45,9 +46,7 @@ class ConversionReport:
 
 def _config(layout: str, path: Optional[str | Path]) -> Config:
     if path is None:
-        path = CONFIG_DIR / DEFAULT_CONFIG[layout]
-        if not path.is_file():
-            raise ConvertError(f"{path}: default config not found; pass --config")
+        path = DEFAULT_CONFIG[layout]
     cfg = load_config(path)
     if cfg.model.arch != "pavenet":
         raise ConvertError(f"{path}: published checkpoints convert to model.arch 'pavenet', not "
@@ -84,8 +83,6 @@ def _check(conv: Conversion, own: dict[str, torch.Tensor]) -> None:
 def convert_state(state: dict[str, torch.Tensor], cfg: Config, layout: str,
                   path: str = "<state dict>") -> tuple[dict[str, torch.Tensor], ConversionReport]:
     """Convert a released state dict for the network of ``cfg`` (strictly loadable)."""
-    from pavenet.model.network import build_model
-
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = build_model(cfg.model)
@@ -105,8 +102,6 @@ def write_checkpoint(out_dir: str | Path, state: dict[str, torch.Tensor], cfg: C
                      source: str) -> None:
     """``out_dir/model.safetensors`` (with the config in its metadata) and ``out_dir/config.yaml``,
     each written under a temporary name and renamed."""
-    from pavenet.eval.writers import atomic_path
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"config": json.dumps(config_to_dict(cfg)), "converted_from": json.dumps(source)}

@@ -2,21 +2,17 @@
 
 The published PAVE-Net and PETR checkpoints are mmcv files: a ``torch.save``'d dict with
 ``state_dict`` (and usually ``meta`` and ``optimizer``); a bare state dict is accepted too.
-They are read with ``torch.load(weights_only=True)``, which rebuilds tensors and plain
-containers only: a file that needs any other Python object (a pickle payload) is refused.
-numpy scalars and dtypes, which mmcv's ``meta`` may hold, are allowed by name.
+They are read by :mod:`pavenet.runtime.state_dict` (no pickled code is executed).
 """
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 
-import numpy as np
-import torch
 from torch import Tensor
 
 from pavenet.errors import PavenetError
+from pavenet.runtime.state_dict import WeightsFileError, WeightsFileMissing
+from pavenet.runtime.state_dict import read_state_dict as runtime_read_state_dict
 
 LAYOUTS = ("pavenet", "petr")
 
@@ -25,37 +21,15 @@ class ConvertError(PavenetError, ValueError):
     """A checkpoint that cannot be converted; the message names the file and the problem."""
 
 
-def _numpy_globals() -> list:
-    """numpy objects a checkpoint's metadata may hold (scalars and their dtypes)."""
-    core = getattr(np, "_core", None) or np.core
-    names = [core.multiarray.scalar, np.dtype]
-    names += [type(np.dtype(t)) for t in ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "b1")]
-    return names
-
-
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The tensors of an mmcv checkpoint (``state_dict`` entry) or of a bare state dict."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConvertError(f"{p}: no such checkpoint file")
+    """The tensors of an mmcv checkpoint (``state_dict`` entry) or of a bare state dict
+    (:func:`pavenet.runtime.state_dict.read_state_dict`, its errors as :class:`ConvertError`)."""
     try:
-        with torch.serialization.safe_globals(_numpy_globals()):
-            data = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConvertError(f"{p}: refused: the file holds Python objects other than tensors and "
-                           f"plain containers, and pavenet does not execute pickled code "
-                           f"({first})") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise ConvertError(f"{p}: not a readable PyTorch checkpoint (truncated or corrupt?): "
-                           f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
-    state = data.get("state_dict", data) if isinstance(data, dict) else None
-    if not isinstance(state, dict) or not state:
-        raise ConvertError(f"{p}: expected a state dict or an mmcv checkpoint holding 'state_dict'")
-    tensors = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, Tensor)}
-    if len(tensors) != len(state):
-        raise ConvertError(f"{p}: the state dict holds entries that are not tensors")
-    return tensors
+        return runtime_read_state_dict(path)
+    except WeightsFileMissing:
+        raise
+    except WeightsFileError as exc:
+        raise ConvertError(str(exc)) from None
 
 
 def detect_layout(state: dict[str, Tensor], path: str | Path) -> str:

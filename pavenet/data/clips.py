@@ -17,7 +17,7 @@ from PIL import Image
 from pavenet.data.images import IMAGE_ERRORS, open_rgb8
 from pavenet.data.joints import MODEL, POSETRACK18_TO_MODEL
 from pavenet.data.posetrack import AnnotationError, Frame, Sequence
-from pavenet.eval.regions import inside_any
+from pavenet.data.regions import inside_any
 from pavenet.data.transforms import ClipParams, apply_clip, to_tensor
 from pavenet.errors import PavenetError
 

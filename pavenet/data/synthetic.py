@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -30,8 +29,16 @@ from PIL import Image
 
 from pavenet.data.joints import POSETRACK18, model_to_posetrack18
 from pavenet.data.synthetic_figures import Figure, draw_figure, figure_pose, head_box
-from pavenet.data.synthetic_scene import (PAN, Occluder, background, blur_region, motion_blur,
-                                          sample_figure, sample_occluder)
+from pavenet.data.synthetic_scene import (
+    PAN,
+    Occluder,
+    background,
+    blur_region,
+    motion_blur,
+    sample_figure,
+    sample_occluder,
+)
+from pavenet.runtime.files import atomic_write_bytes
 
 OCCLUDER_LABEL = 255
 CATEGORIES = [{
@@ -145,12 +152,6 @@ def generate_video(seed: int, num_frames: int, size: tuple[int, int] = (256, 256
     return frames, {"categories": CATEGORIES, "images": images, "annotations": anns}
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def write_video(root: Path, frames: list[np.ndarray], ann: dict, split: str, quality: int = 90) -> None:
     """Write one generated video (JPEG frames and its JSON) below dataset ``root``."""
     for frame, image in zip(frames, ann["images"]):
@@ -158,11 +159,11 @@ def write_video(root: Path, frames: list[np.ndarray], ann: dict, split: str, qua
         path.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
-        _write_atomic(path, buf.getvalue())
+        atomic_write_bytes(path, buf.getvalue())
     vid = Path(ann["images"][0]["file_name"]).parent.name
     out = root / "annotations" / split / f"{vid}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out, json.dumps(ann).encode("utf-8"))
+    atomic_write_bytes(out, json.dumps(ann).encode("utf-8"))
 
 
 def video_seed(seed: int, number: int) -> int:

@@ -19,8 +19,10 @@ import torch
 from tqdm import tqdm
 
 from pavenet.config import Config
+from pavenet.data.build import load_split
 from pavenet.data.clips import load_image
 from pavenet.data.posetrack import Sequence
+from pavenet.eval.posetrack import evaluate_posetrack
 from pavenet.eval.writers import PredictedPerson, write_annolist_predictions, write_posetrack_predictions
 from pavenet.infer.estimator import PoseEstimator
 
@@ -73,9 +75,6 @@ def summary(result: dict) -> dict[str, float]:
 def evaluate_split(est: PoseEstimator, cfg: Config, split: str, out_dir: Path,
                    max_sequences: int = 0, batch_size: int = 1, progress: bool = True) -> dict:
     """Predict ``split`` of ``cfg.data`` into ``out_dir`` and return the full evaluation result."""
-    from pavenet.data.build import load_split
-    from pavenet.eval.posetrack import evaluate_posetrack
-
     gt_dir = Path(cfg.data.root) / "annotations" / split
     if not gt_dir.is_dir():
         raise FileNotFoundError(f"{gt_dir}: PoseTrack evaluation needs one ground-truth JSON per sequence here")

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pavenet.engine.distributed import all_reduce_sum, is_dist
 from pavenet.errors import PavenetError
+from pavenet.runtime.device import autocast_context
+from pavenet.runtime.distributed import all_reduce_sum, is_dist
 
 
 class TrainingDiverged(PavenetError, RuntimeError):
@@ -35,13 +36,6 @@ def move_batch(batch: dict, device: torch.device) -> dict:
         "mask": batch["mask"].to(device, non_blocking=True),
         "targets": targets,
     }
-
-
-def autocast_context(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA when ``amp``; float32 elsewhere."""
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _all_finite(loss: torch.Tensor) -> bool:

@@ -15,17 +15,25 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from pavenet.config import Config, config_to_dict, save_config
-from pavenet.engine.checkpoint import (CheckpointError, holds_run, load_train_state, load_weights, non_finite,
-                                      run_dir_of, save_checkpoint)
-from pavenet.engine.distributed import DistInfo, barrier, reduce_mean_dict
 from pavenet.engine.ema import ModelEMA
 from pavenet.engine.logger import RunLogger
 from pavenet.engine.optim import build_optimizer, build_scheduler, freeze_parameters
 from pavenet.engine.sampler import ResumableSampler, SeededDataset
 from pavenet.engine.step import TrainingDiverged, move_batch, train_step
-from pavenet.engine.weights import load_model_weights
 from pavenet.errors import PavenetError
-from pavenet.tempfiles import remove_stale
+from pavenet.model import build
+from pavenet.runtime.checkpoint import (
+    CheckpointError,
+    holds_run,
+    load_train_state,
+    load_weights,
+    non_finite,
+    run_dir_of,
+    save_checkpoint,
+)
+from pavenet.runtime.distributed import DistInfo, barrier, reduce_mean_dict
+from pavenet.runtime.files import remove_stale
+from pavenet.runtime.weights import load_model_weights
 
 #: validate(model, step) -> metrics with at least "map" (PoseTrack mAP, percent)
 ValidateFn = Callable[[torch.nn.Module, int], dict]
@@ -92,8 +100,6 @@ class Trainer:
     ):
         """``exist_ok``: start a new run in a folder that holds another (whose checkpoints stay);
         ``allow_pickle``: resume from a pickled training state of an older version."""
-        from pavenet.model import build
-
         self.cfg, self.dist, self.validate = cfg, dist, validate
         self.run_dir = Path(run_dir)
         check_run_dir(self.run_dir, resume, exist_ok)

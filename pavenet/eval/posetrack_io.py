@@ -37,7 +37,7 @@ import numpy as np
 from pavenet.data.fields import AnnotationError, array, identifier, numbers
 from pavenet.data.joints import MODEL
 from pavenet.data.posetrack17 import POSETRACK17, head_box, ignore_polygons, integer, rect_points
-from pavenet.eval.regions import inside_any, polygons_from_image
+from pavenet.data.regions import inside_any, polygons_from_image
 from pavenet.errors import PavenetError
 
 #: Score the official code gives a predicted joint without a score.

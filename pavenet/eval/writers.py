@@ -5,21 +5,15 @@ atomically (temporary file in the target folder, then rename).
 """
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 
 from pavenet.data.joints import MODEL, POSETRACK18, model_to_posetrack18
 from pavenet.data.posetrack17 import POSETRACK17
-from pavenet.errors import PavenetError
-from pavenet.tempfiles import temp_prefix
+from pavenet.runtime.files import atomic_write_json
 
 #: Track ids must stay below this for the official evaluator (it offsets ids per sequence).
 MAX_TRACK_ID = 10000
@@ -55,69 +49,6 @@ class PredictedPerson:
             raise ValueError(f"keypoints must have shape ({len(MODEL)}, 3), got {self.keypoints.shape}")
         if not np.isfinite(self.keypoints).all():
             raise ValueError(f"image {self.image_id}, track {self.track_id}: keypoints must be finite")
-
-
-def public_mode() -> int:
-    """File mode of a normally created file (0o666 minus the umask); mkstemp would give 0o600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-class OutputError(PavenetError, OSError):
-    """An output folder that cannot be written to."""
-
-
-def ensure_writable(folder: str | Path) -> Path:
-    """Create ``folder`` if needed and check that files can be written in it (before any work
-    whose results would go there); raises :class:`OutputError` naming the folder."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=temp_prefix(folder / "probe"), dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise OutputError(f"{folder}: cannot write output files there ({exc.strerror or exc})") from exc
-    return folder
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[str]:
-    """A temporary file name next to ``path`` (ending in ``suffix``, for writers that pick the
-    format from it) to write by any means; renamed to ``path`` when the block succeeds.
-
-    A failure inside the block removes the temporary file and leaves ``path`` untouched; what a
-    killed process left is removed by :func:`pavenet.tempfiles.remove_stale`.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.chmod(tmp, public_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | Path, newline: str | None = None) -> Iterator[TextIO]:
-    """Open a temporary text file next to ``path``; rename it to ``path`` when the block succeeds.
-
-    A failure inside the block removes the temporary file and leaves ``path`` untouched.
-    """
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline=newline) as f:
-        yield f
-
-
-def atomic_write_json(path: str | Path, payload: object) -> None:
-    """Write ``payload`` as JSON to ``path`` through a temporary file and a rename."""
-    with atomic_open(path) as f:
-        json.dump(payload, f)
 
 
 def _image_entries(images: Sequence[Mapping]) -> list[dict]:

@@ -20,7 +20,6 @@ frames and the full config), enough to run it without the checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from torch import Tensor, nn
 from pavenet.config import Config, config_to_dict
 from pavenet.errors import PavenetError
 from pavenet.model.encoder import FrameMemory
-from pavenet.tempfiles import temp_path
+from pavenet.runtime.files import atomic_path
 
 #: Outputs of the clip and decoder graphs, in order (names and shapes as ``PAVENet.forward``).
 CLIP_OUTPUTS = ("logits", "keypoints", "visibility", "sigma", "embedding", "kept_index")
@@ -148,14 +147,8 @@ def _save(module: nn.Module, args: tuple[Tensor, ...], path: Path, input_names: 
                           f"{written}; nothing written to {path}")
     for key, value in metadata.items():
         program.model.metadata_props[META_PREFIX + key] = json.dumps(value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path, ".onnx")
-    try:
+    with atomic_path(path, ".onnx") as tmp:
         program.save(tmp, external_data=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

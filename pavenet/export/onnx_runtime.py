@@ -22,9 +22,17 @@ import torch
 from torch import Tensor
 
 from pavenet.config import Config, config_from_dict
-from pavenet.export.onnx_export import (CLIP_OUTPUTS, MEMORY_OUTPUTS, ExportOptions, export_streaming,
-                                        read_onnx_metadata, streaming_paths)
+from pavenet.export.onnx_export import (
+    CLIP_OUTPUTS,
+    MEMORY_OUTPUTS,
+    ExportOptions,
+    export_streaming,
+    read_onnx_metadata,
+    streaming_paths,
+)
 from pavenet.model.encoder import FrameMemory
+from pavenet.model.loading import load_checkpoint_model
+from pavenet.runtime.device import DeviceError
 
 Size = tuple[int, int]
 Exporter = Callable[[Size], tuple[Path, Path]]
@@ -98,8 +106,6 @@ class OnnxRuntimeNetwork:
     @classmethod
     def from_checkpoint(cls, path: str | Path, threads: Optional[int] = None) -> "OnnxRuntimeNetwork":
         """Export the checkpoint's streaming pair for each input size when it is first needed."""
-        from pavenet.engine.weights import load_checkpoint_model
-
         model, cfg = load_checkpoint_model(str(path))
         folder = tempfile.TemporaryDirectory(prefix="pavenet-onnx-")
 
@@ -112,8 +118,6 @@ class OnnxRuntimeNetwork:
     # the slice of the nn.Module interface PoseEstimator calls
     def to(self, device: str | torch.device) -> "OnnxRuntimeNetwork":
         """Only the CPU is supported; another device is an error."""
-        from pavenet.engine.distributed import DeviceError
-
         if torch.device(device).type != "cpu":
             raise DeviceError(f"--device {device}: the onnxruntime backend runs on the CPU only")
         return self

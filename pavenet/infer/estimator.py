@@ -18,11 +18,17 @@ import torch
 
 from pavenet.data.joints import MODEL
 from pavenet.data.transforms import resize_frames, resized_size
+from pavenet.export.onnx_runtime import OnnxRuntimeNetwork
+from pavenet.infer.compiled import CompiledNetwork
 from pavenet.infer.linker import LinkerConfig, WindowLinker, WindowPeople
 from pavenet.infer.smoothing import KeypointSmoother, SmoothingConfig
 from pavenet.infer.video_io import FrameStream, VideoSource, resolve_input
 from pavenet.infer.windows import SlidingWindows, Window
 from pavenet.model.encoder import FrameMemory
+from pavenet.model.loading import load_checkpoint_model
+from pavenet.model.postprocess import build_postprocessor
+from pavenet.runtime.device import autocast_context, pick_device
+from pavenet.runtime.threads import choose_threads
 
 
 @dataclass
@@ -68,15 +74,10 @@ class PoseEstimator:
         network (:class:`pavenet.infer.compiled.CompiledNetwork`; "reduce-overhead" replays
         CUDA graphs), None for eager. ``resize``: the test-time resize
         (:func:`pavenet.data.transforms.resize_frames`). ``threads``: CPU intra-op threads (an int,
-        or "auto" for the usable cores that other programs leave free, :mod:`pavenet.threads`;
+        or "auto" for the usable cores that other programs leave free, :mod:`pavenet.runtime.threads`;
         None keeps torch's setting)."""
-        from pavenet.engine.distributed import pick_device
-        from pavenet.infer.compiled import CompiledNetwork
-
         if threads is not None:
-            from pavenet.threads import configure
-
-            configure(None if threads == "auto" else int(threads))
+            torch.set_num_threads(choose_threads(None if threads == "auto" else int(threads)))
         self.device = pick_device(str(device) if device is not None else None)
         self.model = model.to(self.device).eval()
         if compile is not None:
@@ -91,8 +92,6 @@ class PoseEstimator:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: Optional[str] = None, **kwargs: Any) -> "PoseEstimator":
         """Build the network from the config stored in a checkpoint and load its weights."""
-        from pavenet.engine.weights import load_checkpoint_model
-
         model, cfg = load_checkpoint_model(str(path))
         return cls.from_config(model, cfg, device=device, **kwargs)
 
@@ -102,8 +101,6 @@ class PoseEstimator:
         """An estimator with the test-time resize, clip stride, top-k and person-score threshold of
         a :class:`pavenet.config.Config`. The threshold is applied by the linker (so a call can
         lower it), the post-processor keeps the top-k."""
-        from pavenet.model.postprocess import build_postprocessor
-
         kwargs.setdefault("stride", cfg.data.frame_stride)
         kwargs.setdefault("linker", LinkerConfig(score_threshold=cfg.postprocess.score_threshold))
         kwargs.setdefault("resize", cfg.data.test_resize)
@@ -119,8 +116,6 @@ class PoseEstimator:
         ``model.decoder.onnx``, or their folder) or a checkpoint, whose streaming graphs are then
         exported for each input size on first use. Post-processing and tracking are unchanged.
         """
-        from pavenet.export.onnx_runtime import OnnxRuntimeNetwork
-
         p = Path(path)
         exported = p.suffix == ".onnx" or (p.is_dir() and any(p.glob("*.encoder.onnx")))
         net = (OnnxRuntimeNetwork.from_export(p, threads) if exported
@@ -135,8 +130,6 @@ class PoseEstimator:
         return resize_frames(frames, size, self.resize).to(self.device)
 
     def _autocast(self):
-        from pavenet.engine.step import autocast_context
-
         return autocast_context(self.device, self.amp)
 
     @torch.no_grad()

@@ -46,13 +46,18 @@ class LinkerConfig:
     that into low similarity. ``max_missed`` counts frames; ``min_area`` is in pixels squared.
     """
 
+    #: people under this person score are not tracked; joints under this score do not count
     score_threshold: float = 0.3
     joint_threshold: float = 0.1
+    #: similarity of a person to a track: the mean of OKS and embedding cosine with these weights
     pose_weight: float = 1.0
     embedding_weight: float = 0.5
+    #: the least similarity (and OKS) of a match; the least cosine that revives a lost track
     min_similarity: float = 0.2
     min_pose_similarity: float = 0.1
     reid_min_similarity: float = 0.5
+    #: a track unmatched for more than this many frames ends; its embedding is a running mean
+    #: (weight of the old embedding)
     max_missed: int = 30
     embedding_momentum: float = 0.5
     min_area: float = 100.0

@@ -8,8 +8,9 @@ import csv
 from pathlib import Path
 
 from pavenet.data.joints import MODEL
-from pavenet.eval.writers import PredictedPerson, atomic_open, write_coco_results, write_posetrack_predictions
+from pavenet.eval.writers import PredictedPerson, write_coco_results, write_posetrack_predictions
 from pavenet.infer.estimator import FramePrediction
+from pavenet.runtime.files import atomic_open
 
 FORMATS = ("posetrack", "coco", "csv")
 

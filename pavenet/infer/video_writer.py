@@ -14,7 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pavenet.tempfiles import temp_path
+from pavenet.runtime.files import temp_path
 
 #: Codecs tried in order; the first one PyAV can encode with is used.
 CODEC_PREFERENCE = ("libx264", "h264", "mpeg4", "libvpx", "mjpeg")

@@ -16,25 +16,9 @@ import torch.nn.functional as F
 from timm.layers import freeze_batch_norm_2d
 from torch import Tensor, nn
 
+from pavenet.runtime.state_dict import read_state_dict
 
-def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
-    """Read a state dict from ``.pth``/``.pt`` (tensors only) or ``.safetensors``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: pretrained backbone checkpoint not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(str(path))
-    elif path.suffix in (".pth", ".pt"):
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    else:
-        raise ValueError(f"{path}: expected a .pth, .pt or .safetensors state dict")
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: does not hold a state dict")
-    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, Tensor)}
+from .swin import SWIN_VARIANTS, build_swin
 
 
 def _dotted(key: str) -> str:
@@ -51,7 +35,7 @@ def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
     another shape, or the checkpoint has extra weights inside the extractor's modules (a
     checkpoint of another architecture).
     """
-    state = load_state_dict_file(path)
+    state = read_state_dict(path)
     own = body.state_dict()
     source = {k: k if k in state else _dotted(k) for k in own}
     missing = [k for k, src in source.items()
@@ -137,7 +121,6 @@ def build_backbone(name: str, out_indices: Sequence[int], frozen_stages: int = 0
     Every backbone exposes ``channels`` and ``strides`` (one per returned level) and maps
     (N, 3, H, W) images to a list of (N, C_i, H_i, W_i) maps.
     """
-    from .swin import SWIN_VARIANTS, build_swin  # swin.py imports this module
     if name in SWIN_VARIANTS:
         return build_swin(name, out_indices, frozen_stages, pretrained_path)
     return Backbone(name, out_indices, frozen_stages, frozen_bn, pretrained_path)

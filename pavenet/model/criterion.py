@@ -39,7 +39,6 @@ from pavenet.model.matcher import HungarianMatcher, Indices, build_matcher, matc
 from pavenet.model.oks import oks, oks_sigmas
 from pavenet.model.rle import RLELoss
 
-
 #: the keypoint-loss stages that get their own RLE flow with ``rle="released"``
 STAGES = ("enc", "dec", "joint")
 

@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .deform_attn_triton import (HAS_TRITON, dtypes_supported, ms_deform_attn_triton,
-                                 triton_available)
+from .deform_attn_triton import HAS_TRITON, dtypes_supported, ms_deform_attn_triton, triton_available
 
 Shapes = Sequence[tuple[int, int]]
 

@@ -5,10 +5,10 @@ import copy
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .deformable_attention import MSDeformAttn
+from .post_norm import PostNormLayer
 
 
 @dataclass
@@ -93,7 +93,7 @@ def encoder_reference_points(shapes: tuple[tuple[int, int], ...], valid_ratios: 
     return token_centers(shapes, valid_ratios)[:, :, None] * valid_ratios[:, None]
 
 
-class EncoderLayer(nn.Module):
+class EncoderLayer(PostNormLayer):
     """Post-norm layer: deformable self-attention, then a feed-forward network."""
 
     def __init__(self, d_model: int, num_heads: int, num_levels: int, num_points: int,
@@ -101,18 +101,14 @@ class EncoderLayer(nn.Module):
         super().__init__()
         self.attn = MSDeformAttn(d_model, num_heads, num_levels, num_points)
         self.norm1 = nn.LayerNorm(d_model)
-        self.linear1 = nn.Linear(d_model, ffn_dim)
-        self.linear2 = nn.Linear(ffn_dim, d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.add_feed_forward(d_model, ffn_dim, dropout, "norm2")
 
     def forward(self, src: Tensor, pos: Tensor, reference_points: Tensor,
                 shapes: tuple[tuple[int, int], ...], padding_mask: Tensor) -> Tensor:
         """(N, S, D) tokens -> (N, S, D)."""
         attn = self.attn(src + pos, reference_points, src, shapes, padding_mask)
         src = self.norm1(src + self.dropout(attn))
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(src))))
-        return self.norm2(src + self.dropout(ffn))
+        return self.feed_forward(src)
 
 
 class SpatialEncoder(nn.Module):

@@ -10,12 +10,12 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoder import FrameMemory
 from .heads import MLP, FrameMLP, inverse_sigmoid
 from .pose_attention import FrameDeformAttn
+from .post_norm import PostNormLayer
 
 
 def level_cell_scale(memory: FrameMemory, batch: int, num_frames: int) -> Tensor:
@@ -59,22 +59,17 @@ class JointHeads(nn.Module):
         }
 
 
-class JointDecoderLayer(nn.Module):
+class JointDecoderLayer(PostNormLayer):
     """Post-norm layer: self-attention among a person's joints, multi-frame deformable attention, FFN."""
 
     def __init__(self, d_model: int, num_heads: int, num_levels: int, num_points: int,
                  num_frames: int, ffn_dim: int, dropout: float, value_mask: str = "after_proj") -> None:
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout,
-                                               batch_first=True)
-        self.norm1 = nn.LayerNorm(d_model)
+        self.add_self_attention(d_model, num_heads, dropout)
         self.cross_attn = FrameDeformAttn(d_model, num_heads, num_levels, num_points,
                                           num_frames, zero_offsets=False, value_mask=value_mask)
         self.norm2 = nn.LayerNorm(d_model)
-        self.linear1 = nn.Linear(d_model, ffn_dim)
-        self.linear2 = nn.Linear(ffn_dim, d_model)
-        self.norm3 = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.add_feed_forward(d_model, ffn_dim, dropout, "norm3")
 
     def forward(self, tgt: Tensor, pos: Tensor, reference: Tensor,
                 memory: FrameMemory) -> Tensor:
@@ -88,8 +83,7 @@ class JointDecoderLayer(nn.Module):
         scale = level_cell_scale(memory, b, t)
         cross = self.cross_attn((tgt + pos).view(b, k * j, d), anchors, scale, memory)
         tgt = self.norm2(tgt + self.dropout(cross.view(b, k, j, d)))
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
-        return self.norm3(tgt + self.dropout(ffn))
+        return self.feed_forward(tgt)
 
 
 class JointDecoder(nn.Module):

@@ -8,21 +8,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from .backbone import ChannelMapper, build_backbone
+from .clip_outputs import PER_QUERY_KEYS, expand_proposals
 from .denoising import DenoisingQueries, attention_mask, make_denoising_queries
-from .encoder import EncoderLayer, FrameMemory, SpatialEncoder, flatten_levels
-from .heads import PoseHeads
+from .encoder import FrameMemory
 from .heatmap import HeatmapHead
 from .joint_decoder import JointDecoder, JointDecoderLayer, JointHeads
 from .joint_selection import MatchedQuerySelector
-from .pose_decoder import PoseDecoder, PoseDecoderLayer, PosePosition
-from .position_encoding import PositionEmbeddingSine
-from .query_init import QueryInit
-
-PER_QUERY_KEYS = ("keypoints", "visibility", "sigma")
+from .pose_decoder import PoseDecoder
+from .spatial import SpatialParts, SpatialStage, build_pose_decoder, build_spatial_parts
 
 
-class PAVENet(nn.Module):
+class PAVENet(SpatialStage):
     """End-to-end multi-person pose estimation over clips of T frames.
 
     ``forward(frames, mask)`` takes ``frames`` (B, T, 3, H, W) and ``mask`` (B, H, W) bool,
@@ -55,7 +51,7 @@ class PAVENet(nn.Module):
       padding) and (B, N) bool, False on padding. The other outputs do not depend on them.
 
     ``training_only``: prefixes of the parameters used only in training (checkpoints may lack
-    them or have them without the model having them; :mod:`pavenet.engine.weights`).
+    them or have them without the model having them; :mod:`pavenet.runtime.weights`).
 
     The key frame is index T // 2. ``encode`` and ``decode`` split the work so that video
     inference can encode each frame once and decode many overlapping clips.
@@ -63,21 +59,13 @@ class PAVENet(nn.Module):
 
     training_only = ("dn_tgt", "dn_pos", "heatmap_head.")
 
-    def __init__(self, backbone: nn.Module, mapper: ChannelMapper, encoder: SpatialEncoder,
-                 query_init: QueryInit, pose_decoder: PoseDecoder, joint_decoder: JointDecoder,
-                 d_model: int, num_levels: int, num_frames: int, num_kept: int,
-                 embed_dim: int, heatmap_head: Optional[HeatmapHead] = None,
-                 dn_groups: int = 0, dn_noise: float = 0.4,
+    def __init__(self, spatial: SpatialParts, pose_decoder: PoseDecoder, joint_decoder: JointDecoder,
+                 d_model: int, num_frames: int, num_kept: int, embed_dim: int,
+                 heatmap_head: Optional[HeatmapHead] = None, dn_groups: int = 0, dn_noise: float = 0.4,
                  joint_selector: Optional[MatchedQuerySelector] = None) -> None:
-        super().__init__()
-        self.backbone, self.mapper, self.encoder = backbone, mapper, encoder
-        self.position = PositionEmbeddingSine(d_model // 2)
-        self.level_embed = nn.Parameter(torch.empty(num_levels, d_model))
-        nn.init.normal_(self.level_embed)
-        self.query_init, self.pose_decoder, self.joint_decoder = query_init, pose_decoder, joint_decoder
+        super().__init__(spatial, d_model, num_frames, num_kept)
+        self.pose_decoder, self.joint_decoder = pose_decoder, joint_decoder
         self.embed = nn.Linear(d_model, embed_dim)
-        self.num_frames, self.num_kept = num_frames, num_kept
-        self.key_frame = num_frames // 2
         self.heatmap_head = heatmap_head
         self.dn_groups, self.dn_noise = dn_groups, dn_noise
         self.joint_selector = joint_selector
@@ -87,27 +75,14 @@ class PAVENet(nn.Module):
             nn.init.normal_(self.dn_tgt, std=0.02)
             nn.init.normal_(self.dn_pos, std=0.02)
 
-    def encode(self, images: Tensor, mask: Tensor) -> FrameMemory:
-        """Backbone, channel mapper and spatial encoder of N independent frames.
-
-        ``images`` (N, 3, H, W), ``mask`` (N, H, W) True on padding.
-        """
-        maps, masks = self.mapper(self.backbone(images), mask)
-        pos = [self.position(m).to(x.dtype) for x, m in zip(maps, masks)]
-        tokens, pos_flat, _, layout = flatten_levels(maps, masks, pos, self.level_embed)
-        layout.memory = self.encoder(tokens, pos_flat, layout)
-        return layout
-
     def decode(self, memory: FrameMemory, batch: int, denoising: Optional[DenoisingQueries] = None,
                targets: Optional[list[dict]] = None) -> dict[str, Any]:
         """Decode ``batch`` clips from the memory of their B*T frames in clip order (with the
         denoising queries appended to the matching ones when given). In training with a joint
         selector and ``targets``, the joint decoder refines the matched queries instead of the
         top-k (:mod:`pavenet.model.joint_selection`)."""
+        self.check_memory(memory, batch)
         t = self.num_frames
-        if memory.memory.shape[0] != batch * t:
-            raise ValueError(f"decode: {memory.memory.shape[0]} frames for {batch} clips "
-                             f"of {t} frames")
         key = torch.arange(batch, device=memory.memory.device) * t + self.key_frame
         init = self.query_init(memory.memory[key], memory.padding_mask[key], memory.shapes,
                                memory.valid_ratios[key])
@@ -135,7 +110,7 @@ class PAVENet(nn.Module):
         outputs["embedding"] = F.normalize(self.embed(person), dim=-1)
         outputs["kept_index"] = kept
         outputs["aux_outputs"] = [*pose_outs, *scattered[:-1]]
-        outputs["enc_outputs"] = _expand_proposals(init.proposals, t)
+        outputs["enc_outputs"] = expand_proposals(init.proposals, t)
         if denoising is not None:
             outputs["dn_outputs"] = [*dn_pose_outs, *dn_joint_outs]
             outputs["dn_track"], outputs["dn_valid"] = denoising.track, denoising.valid
@@ -164,11 +139,8 @@ class PAVENet(nn.Module):
     def forward(self, frames: Tensor, mask: Tensor, targets: Optional[list[dict]] = None) -> dict[str, Any]:
         """``frames`` (B, T, 3, H, W), ``mask`` (B, H, W) True on padding; see the class doc.
         ``targets`` (the criterion's) are read only to build denoising queries when training."""
-        b, t = frames.shape[:2]
-        if t != self.num_frames:
-            raise ValueError(f"the model was built for {self.num_frames} frames, got {t}")
-        frame_mask = mask[:, None].expand(-1, t, -1, -1).flatten(0, 1)
-        memory = self.encode(frames.flatten(0, 1), frame_mask)
+        b = frames.shape[0]
+        memory = self.encode_clips(frames, mask)
         denoising = None
         if self.training and self.dn_groups and targets is not None:
             denoising = make_denoising_queries(targets, self.dn_groups, self.dn_noise, frames.device)
@@ -211,63 +183,23 @@ def _split_outputs(outputs: list[dict[str, Tensor]], count: int) -> tuple[list[d
             [{k: v[:, count:] for k, v in out.items()} for out in outputs])
 
 
-def _expand_proposals(proposals: dict[str, Tensor], num_frames: int) -> dict[str, Tensor]:
-    """Repeat the key-frame proposal keypoints and sigma over the T frames."""
-    out = dict(proposals)
-    for key in ("keypoints", "sigma"):
-        out[key] = proposals[key][:, :, None].expand(-1, -1, num_frames, -1, -1)
-    return out
-
-
-def pose_position(cfg: ModelConfig) -> Optional[PosePosition]:
-    """The pose-derived query position of ``model.query_pos``, or None for the learned one."""
-    if cfg.query_pos not in ("learned", "pose"):
-        raise ValueError(f"model.query_pos must be 'learned' or 'pose', got {cfg.query_pos!r}")
-    return PosePosition(cfg.hidden_dim) if cfg.query_pos == "pose" else None
-
-
-def build_model(cfg: ModelConfig, joint_selector: Optional[MatchedQuerySelector] = None) -> PAVENet:
-    """Build PAVE-Net from a :class:`ModelConfig` (no weights are downloaded); the
-    ``joint_selector`` (training with ``model.joint_train: matched``) comes from :func:`build`."""
-    if cfg.arch == "vepe":
-        if cfg.heatmap_head or cfg.dn_groups:
-            raise ValueError("model.heatmap_head and model.dn_groups are implemented for PAVE-Net, not VEPE")
-        from pavenet.model.vepe.network import build_vepe
-        return build_vepe(cfg)
+def build_pavenet(cfg: ModelConfig, joint_selector: Optional[MatchedQuerySelector] = None) -> PAVENet:
+    """Build PAVE-Net from a :class:`ModelConfig` with ``arch: pavenet`` (no weights are
+    downloaded); the ``joint_selector`` (training with ``model.joint_train: matched``) comes from
+    :func:`pavenet.model.build`."""
     if cfg.arch != "pavenet":
-        raise ValueError(f"build_model builds model.arch 'pavenet', not '{cfg.arch}'")
-    bcfg = cfg.backbone
-    backbone = build_backbone(bcfg.name, bcfg.out_indices, bcfg.frozen_stages, bcfg.frozen_bn,
-                              bcfg.pretrained_path)
-    levels = len(backbone.channels) + bcfg.extra_levels
-    if levels != cfg.num_levels:
-        raise ValueError(f"model.num_levels={cfg.num_levels} but the backbone gives {levels} "
-                         f"levels ({len(backbone.channels)} out_indices + {bcfg.extra_levels} extra)")
-    if len(backbone.channels) + bcfg.extra_levels < 3:
-        raise ValueError("the backbone must give at least 3 levels")
-    d, heads, t, j = cfg.hidden_dim, cfg.num_heads, cfg.num_frames, cfg.num_joints
-    for key in ("num_frames", "num_queries", "pose_dec_layers", "joint_dec_layers"):
-        if getattr(cfg, key) < 1:
-            raise ValueError(f"model.{key} must be >= 1, got {getattr(cfg, key)}")
+        raise ValueError(f"build_pavenet builds model.arch 'pavenet', not '{cfg.arch}'")
     if cfg.dn_groups < 0 or cfg.dn_noise < 0:
         raise ValueError(f"model.dn_groups and model.dn_noise must be >= 0, got {cfg.dn_groups}, {cfg.dn_noise}")
-    mapper = ChannelMapper(backbone.channels, d, bcfg.extra_levels, masked=cfg.neck_norm == "masked")
-    enc_layer = EncoderLayer(d, heads, levels, cfg.enc_points, cfg.ffn_dim, cfg.dropout)
-    pose_layer = PoseDecoderLayer(d, heads, levels, j, t, cfg.ffn_dim, cfg.dropout,
-                                  cfg.value_mask, cfg.pose_box_min)
-    joint_layer = JointDecoderLayer(d, heads, levels, cfg.joint_dec_points, t, cfg.ffn_dim,
+    spatial = build_spatial_parts(cfg)
+    d, t, levels = cfg.hidden_dim, cfg.num_frames, spatial.num_levels
+    joint_layer = JointDecoderLayer(d, cfg.num_heads, levels, cfg.joint_dec_points, t, cfg.ffn_dim,
                                     cfg.dropout, cfg.value_mask)
     joint_heads = JointHeads(d, t, per_frame=cfg.joint_refine == "per_frame")
     return PAVENet(
-        backbone=backbone, mapper=mapper,
-        encoder=SpatialEncoder(enc_layer, cfg.enc_layers),
-        query_init=QueryInit(d, cfg.num_queries, j, cfg.proposal_hidden, cfg.proposal_margin),
-        pose_decoder=PoseDecoder(pose_layer, PoseHeads(d, cfg.refine_hidden, j, t),
-                                 cfg.pose_dec_layers, pose_position(cfg), cfg.detach_references),
-        joint_decoder=JointDecoder(joint_layer, joint_heads, d, j, cfg.joint_dec_layers,
-                                   person_query=cfg.joint_query == "person",
-                                   detach=cfg.detach_references),
-        d_model=d, num_levels=levels, num_frames=t,
-        num_kept=min(cfg.num_kept, cfg.num_queries), embed_dim=cfg.embed_dim,
-        heatmap_head=HeatmapHead(d, j) if cfg.heatmap_head else None,
+        spatial, build_pose_decoder(cfg, levels, t),
+        JointDecoder(joint_layer, joint_heads, d, cfg.num_joints, cfg.joint_dec_layers,
+                     person_query=cfg.joint_query == "person", detach=cfg.detach_references),
+        d_model=d, num_frames=t, num_kept=min(cfg.num_kept, cfg.num_queries), embed_dim=cfg.embed_dim,
+        heatmap_head=HeatmapHead(d, cfg.num_joints) if cfg.heatmap_head else None,
         dn_groups=cfg.dn_groups, dn_noise=cfg.dn_noise, joint_selector=joint_selector)

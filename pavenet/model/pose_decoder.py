@@ -5,13 +5,13 @@ import copy
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoder import FrameMemory
 from .heads import MLP, PoseHeads
 from .pose_attention import FrameDeformAttn
 from .position_encoding import sine_encode
+from .post_norm import PostNormLayer
 
 
 def pose_box_scale(reference: Tensor, valid_ratios: Optional[Tensor] = None,
@@ -57,7 +57,7 @@ class PosePosition(nn.Module):
         return self.mlp(sine_encode(box, self.d_model // 4).to(reference.dtype))
 
 
-class PoseDecoderLayer(nn.Module):
+class PoseDecoderLayer(PostNormLayer):
     """Post-norm layer: self-attention over queries, pose-aware cross-attention, FFN.
 
     The cross-attention samples, per head, level and frame, one point per joint, anchored
@@ -68,17 +68,12 @@ class PoseDecoderLayer(nn.Module):
                  num_frames: int, ffn_dim: int, dropout: float, value_mask: str = "after_proj",
                  box_min: float = 0.0) -> None:
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout,
-                                               batch_first=True)
-        self.norm1 = nn.LayerNorm(d_model)
+        self.add_self_attention(d_model, num_heads, dropout)
         self.cross_attn = FrameDeformAttn(d_model, num_heads, num_levels, num_joints,
                                           num_frames, zero_offsets=True, value_mask=value_mask)
         self.box_min = box_min
         self.norm2 = nn.LayerNorm(d_model)
-        self.linear1 = nn.Linear(d_model, ffn_dim)
-        self.linear2 = nn.Linear(ffn_dim, d_model)
-        self.norm3 = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.add_feed_forward(d_model, ffn_dim, dropout, "norm3")
 
     def forward(self, tgt: Tensor, pos: Tensor, reference: Tensor, memory: FrameMemory,
                 attn_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None) -> Tensor:
@@ -92,8 +87,7 @@ class PoseDecoderLayer(nn.Module):
         scale = pose_box_scale(reference, ratios, self.box_min)
         cross = self.cross_attn(tgt + pos, reference, scale, memory)
         tgt = self.norm2(tgt + self.dropout(cross))
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
-        return self.norm3(tgt + self.dropout(ffn))
+        return self.feed_forward(tgt)
 
 
 class PoseDecoder(nn.Module):

@@ -28,6 +28,8 @@ import torch.utils.checkpoint as checkpoint
 from timm.layers import DropPath  # stochastic depth per sample, as mmcv's (scaled by 1 / keep)
 from torch import Tensor, nn
 
+from pavenet.runtime.state_dict import read_state_dict
+
 #: logit offset between tokens of different regions of a shifted window (mmdet's value)
 MASK_VALUE = -100.0
 
@@ -386,15 +388,13 @@ class SwinBackbone(nn.Module):
 def load_swin_weights(module: SwinBackbone, path: str | Path) -> None:
     """Load an mmdet Swin state dict into ``module``, strictly.
 
-    The file is read with :func:`pavenet.model.backbone.load_state_dict_file` (an mmdet
+    The file is read with :func:`pavenet.runtime.state_dict.read_state_dict` (an mmdet
     checkpoint's ``state_dict`` is unwrapped). When keys start with ``backbone.`` (a whole
     detector/PAVE-Net checkpoint) only those are used, the prefix stripped; otherwise all
     keys are. Raises ValueError naming the file when a key is missing, left over or of
     another shape (e.g. an original-Swin-repo checkpoint, which mmdet converts first).
     """
-    from .backbone import load_state_dict_file  # backbone.py imports this module lazily
-
-    state = load_state_dict_file(path)
+    state = read_state_dict(path)
     if any(k.startswith("backbone.") for k in state):
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     own = module.state_dict()

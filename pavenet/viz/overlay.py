@@ -17,9 +17,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from pavenet.data.joints import SKELETON
-from pavenet.eval.writers import atomic_path
 from pavenet.infer.video_io import FrameStream, VideoInputError, VideoSource
 from pavenet.infer.video_writer import VideoWriter
+from pavenet.runtime.files import atomic_path
 
 UNTRACKED_COLOR = (160, 160, 160)
 

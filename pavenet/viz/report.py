@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pavenet.data.joints import EVAL_GROUPS  # noqa: E402
-from pavenet.tempfiles import temp_path  # noqa: E402
+from pavenet.data.joints import EVAL_GROUPS, MODEL  # noqa: E402
+from pavenet.runtime.files import atomic_open  # noqa: E402
 
 #: Joint names of the evaluation JSON (``ap`` / ``mota`` blocks) in table-column order.
 TABLE_COLUMNS = list(EVAL_GROUPS) + ["Total"]
@@ -74,8 +74,6 @@ def plot_training_curve(metrics_path: Path, out_png: Path) -> Path:
 
 def group_values(block: dict) -> list[float]:
     """Per-column values (Head, Shoulder, ..., Total) of an ``ap`` or ``mota`` block."""
-    from pavenet.data.joints import MODEL
-
     out = []
     for joints in EVAL_GROUPS.values():
         vals = [block.get(MODEL.names[j]) for j in joints]
@@ -198,7 +196,6 @@ def write_report(plan, results: dict[str, dict], ablation: dict | None, steps: d
         "## Machine", "", *[f"- {k}: {v}" for k, v in machine.items()], "",
     ]
     path = out / "report.md"
-    tmp = temp_path(path)
-    tmp.write_text("\n".join(parts))
-    tmp.replace(path)
+    with atomic_open(path) as f:
+        f.write("\n".join(parts))
     return path

@@ -1,8 +1,8 @@
-"""VEPE assembled on PAVE-Net's shared parts (DESIGN.md section 3).
+"""VEPE assembled on the spatial stage it shares with PAVE-Net (DESIGN.md section 3).
 
-Spatial stage (per frame, shared with PAVE-Net): backbone, channel mapper, sine position +
-level embedding, deformable spatial encoder (:meth:`PAVENet.encode`), two-stage query
-initialisation and a one-frame pose decoder run on EVERY frame of the clip. Temporal stage:
+Spatial stage (per frame, :class:`pavenet.model.spatial.SpatialStage`): backbone, channel
+mapper, sine position + level embedding, deformable spatial encoder, two-stage query
+initialisation, and PAVE-Net's pose decoder on one frame, run on EVERY frame of the clip. Temporal stage:
 Pose Query Selection (score threshold, a keep mask), instance embeddings linking each
 key-frame query to one query per frame, STPE (key queries read the frames' queries through the
 instance mask), STDME (memory fused across frames) and STPD (3-layer decoder refining every
@@ -10,29 +10,35 @@ frame's pose). Each temporal component has a switch in ``model.vepe`` (the ablat
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ...config import ModelConfig
+from ..clip_outputs import PER_QUERY_KEYS, expand_proposals
 from ..encoder import FrameMemory
-from ..network import PER_QUERY_KEYS, PAVENet, _expand_proposals, build_model
 from ..pose_decoder import PoseDecoder
-from .query_selection import (associate, embedding_similarity, gather_linked, instance_mask,
-                              pose_similarity, select_queries)
+from ..spatial import SpatialParts, SpatialStage, build_pose_decoder, build_spatial_parts
+from .query_selection import (
+    associate,
+    embedding_similarity,
+    gather_linked,
+    instance_mask,
+    pose_similarity,
+    select_queries,
+)
 from .stdme import STDME, STDMELayer, memory_position
 from .stpd import build_stpd
 from .stpe import STPE, STPELayer
 
 
-class VEPENet(PAVENet):
+class VEPENet(SpatialStage):
     """VEPE with PAVE-Net's output contract (docs/interfaces.md "Model output").
 
-    ``forward(frames, mask)``, ``encode(images, mask)`` and ``num_frames`` are PAVENet's;
-    ``decode(memory, batch)`` returns (Q queries = the key frame's spatial queries):
+    ``forward(frames, mask)`` = ``decode(encode_clips(frames, mask), B)``; ``encode`` and
+    ``num_frames`` come from :class:`SpatialStage`; ``decode(memory, batch)`` returns (Q queries = the key frame's spatial queries):
 
     - ``logits`` (B, Q), ``keypoints``/``sigma`` (B, Q, T, J, 2), ``visibility`` (B, Q, T, J):
       the last STPD layer (every frame's pose of the person, refined from the pose of the
@@ -48,13 +54,13 @@ class VEPENet(PAVENet):
     ``pose_decoder`` is the spatial (one-frame) decoder; ``embed`` gives instance embeddings.
     """
 
-    def __init__(self, base: PAVENet, stpd: PoseDecoder, stpe: Optional[STPE],
-                 stdme: Optional[STDME], use_instances: bool, score_threshold: float,
-                 d_model: int, num_levels: int, num_frames: int, num_kept: int,
+    def __init__(self, spatial: SpatialParts, pose_decoder: PoseDecoder, stpd: PoseDecoder,
+                 stpe: Optional[STPE], stdme: Optional[STDME], use_instances: bool,
+                 score_threshold: float, d_model: int, num_frames: int, num_kept: int,
                  embed_dim: int) -> None:
-        super().__init__(base.backbone, base.mapper, base.encoder, base.query_init,
-                         base.pose_decoder, None, d_model, num_levels,
-                         num_frames, num_kept, embed_dim)
+        super().__init__(spatial, d_model, num_frames, num_kept)
+        self.pose_decoder = pose_decoder
+        self.embed = nn.Linear(d_model, embed_dim)
         self.stpd, self.stpe, self.stdme = stpd, stpe, stdme
         self.use_instances, self.score_threshold = use_instances, score_threshold
 
@@ -83,10 +89,8 @@ class VEPENet(PAVENet):
 
     def decode(self, memory: FrameMemory, batch: int) -> dict[str, Any]:
         """Decode ``batch`` clips from the memory of their B*T frames in clip order."""
+        self.check_memory(memory, batch)
         t, key = self.num_frames, self.key_frame
-        if memory.memory.shape[0] != batch * t:
-            raise ValueError(f"decode: {memory.memory.shape[0]} frames for {batch} clips "
-                             f"of {t} frames")
         sp = self.spatial(memory, batch)
         tgt, pos = sp["queries"][:, key], sp["pos"][:, key]
         if self.stpe is not None:
@@ -102,8 +106,13 @@ class VEPENet(PAVENet):
         outputs["embedding"] = sp["embedding"]
         outputs["kept_index"] = top["logits"].detach().topk(self.num_kept, dim=1).indices
         outputs["aux_outputs"] = [*sp["aux"], *outs[:-1]]
-        outputs["enc_outputs"] = _expand_proposals(sp["proposals"], t)
+        outputs["enc_outputs"] = expand_proposals(sp["proposals"], t)
         return outputs
+
+    def forward(self, frames: Tensor, mask: Tensor, targets: Optional[list[dict]] = None) -> dict[str, Any]:
+        """``frames`` (B, T, 3, H, W), ``mask`` (B, H, W) True on padding; see the class doc.
+        ``targets`` are not read (VEPE has no denoising queries)."""
+        return self.decode(self.encode_clips(frames, mask), frames.shape[0])
 
 
 def _link_outputs(out: dict[str, Tensor], link: Tensor, batch: int, num_frames: int,
@@ -118,24 +127,24 @@ def _link_outputs(out: dict[str, Tensor], link: Tensor, batch: int, num_frames: 
 
 
 def build_vepe(cfg: ModelConfig) -> VEPENet:
-    """Build VEPE from a :class:`ModelConfig` with ``arch: vepe`` (no weights are downloaded).
-
-    The spatial stage comes from :func:`pavenet.model.network.build_model` (a one-frame
-    PAVE-Net, so the same checks apply); ``joint_dec_*`` settings are not used.
-    """
+    """Build VEPE from a :class:`ModelConfig` with ``arch: vepe`` (no weights are downloaded);
+    ``joint_dec_*`` settings are not used."""
     if cfg.arch != "vepe":
         raise ValueError(f"build_vepe builds model.arch 'vepe', not '{cfg.arch}'")
+    if cfg.heatmap_head or cfg.dn_groups:
+        raise ValueError("model.heatmap_head and model.dn_groups are implemented for PAVE-Net, not VEPE")
     v = cfg.vepe
     if not 0.0 <= v.score_threshold <= 1.0:
         raise ValueError(f"model.vepe.score_threshold must be in [0, 1], got {v.score_threshold}")
     for key in ("stpe_layers", "stdme_layers", "stdme_points", "stpd_layers"):
         if getattr(v, key) < 1:
             raise ValueError(f"model.vepe.{key} must be >= 1, got {getattr(v, key)}")
-    base = build_model(dataclasses.replace(cfg, arch="pavenet", num_frames=1))
-    d, heads, t, levels = cfg.hidden_dim, cfg.num_heads, cfg.num_frames, cfg.num_levels
+    spatial = build_spatial_parts(cfg)
+    d, heads, t, levels = cfg.hidden_dim, cfg.num_heads, cfg.num_frames, spatial.num_levels
     stpe = (STPE(STPELayer(d, heads, cfg.ffn_dim, cfg.dropout), v.stpe_layers, d, t)
             if v.stpe else None)
     stdme = (STDME(STDMELayer(d, heads, levels, v.stdme_points, t, cfg.ffn_dim, cfg.dropout),
                    v.stdme_layers, d, t) if v.stdme else None)
-    return VEPENet(base, build_stpd(cfg, levels, v.stpd), stpe, stdme, v.icm, v.score_threshold,
-                   d, levels, t, min(cfg.num_kept, cfg.num_queries), cfg.embed_dim)
+    return VEPENet(spatial, build_pose_decoder(cfg, levels, 1), build_stpd(cfg, levels, v.stpd),
+                   stpe, stdme, v.icm, v.score_threshold, d, t, min(cfg.num_kept, cfg.num_queries),
+                   cfg.embed_dim)

@@ -10,16 +10,15 @@ embedding of the query's own frame lets the per-frame offset layers tell "my fra
 """
 from __future__ import annotations
 
-import copy
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..encoder import FrameMemory, token_centers
 from ..joint_decoder import level_cell_scale
 from ..pose_attention import FrameDeformAttn
 from ..position_encoding import PositionEmbeddingSine
+from ..post_norm import PostNormLayer
+from .temporal_stack import TemporalStack
 
 
 def memory_position(memory: FrameMemory, position: PositionEmbeddingSine,
@@ -62,7 +61,7 @@ def temporal_deform_attn(attn: FrameDeformAttn, query: Tensor, memory: FrameMemo
     return out.view(n, s, d)
 
 
-class STDMELayer(nn.Module):
+class STDMELayer(PostNormLayer):
     """Post-norm layer: temporal deformable attention over the clip's memories, then an FFN."""
 
     def __init__(self, d_model: int, num_heads: int, num_levels: int, num_points: int,
@@ -71,29 +70,18 @@ class STDMELayer(nn.Module):
         self.attn = FrameDeformAttn(d_model, num_heads, num_levels, num_points, num_frames,
                                     zero_offsets=False)
         self.norm1 = nn.LayerNorm(d_model)
-        self.linear1 = nn.Linear(d_model, ffn_dim)
-        self.linear2 = nn.Linear(ffn_dim, d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.add_feed_forward(d_model, ffn_dim, dropout, "norm2")
 
     def forward(self, memory: FrameMemory, query_pos: Tensor, batch: int) -> Tensor:
         """``query_pos`` (B*T, S, D) position + frame embedding -> new memory (B*T, S, D)."""
         src = memory.memory
         attn = temporal_deform_attn(self.attn, src + query_pos, memory, batch)
         src = self.norm1(src + self.dropout(attn))
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(src))))
-        return self.norm2(src + self.dropout(ffn))
+        return self.feed_forward(src)
 
 
-class STDME(nn.Module):
+class STDME(TemporalStack):
     """``num_layers`` STDME layers and the embedding (T, D) of a query token's own frame."""
-
-    def __init__(self, layer: STDMELayer, num_layers: int, d_model: int, num_frames: int) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
-        self.frame_embed = nn.Parameter(torch.zeros(num_frames, d_model))
-        nn.init.normal_(self.frame_embed, std=0.02)
-        self.num_frames = num_frames
 
     def forward(self, memory: FrameMemory, pos: Tensor, batch: int) -> FrameMemory:
         """Fuse the B*T frames' memory (clip order); ``pos`` (B*T, S, D) token positions."""

@@ -17,8 +17,8 @@ from torch import Tensor
 from ...config import ModelConfig
 from ..encoder import FrameMemory
 from ..heads import PoseHeads
-from ..network import pose_position
 from ..pose_decoder import PoseDecoder, PoseDecoderLayer
+from ..spatial import pose_position
 
 
 class KeyFrameDecoderLayer(PoseDecoderLayer):

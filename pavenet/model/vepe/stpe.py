@@ -7,11 +7,11 @@ then an FFN. A learned frame embedding tells the cross-attention which frame a q
 """
 from __future__ import annotations
 
-import copy
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..post_norm import PostNormLayer
+from .temporal_stack import TemporalStack
 
 
 def _blocked(allowed: Tensor, num_heads: int) -> Tensor:
@@ -19,22 +19,17 @@ def _blocked(allowed: Tensor, num_heads: int) -> Tensor:
     return (~allowed).repeat_interleave(num_heads, dim=0)
 
 
-class STPELayer(nn.Module):
+class STPELayer(PostNormLayer):
     """Self-attention over key queries, masked cross-attention to the frames' queries, FFN."""
 
     def __init__(self, d_model: int, num_heads: int, ffn_dim: int, dropout: float) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.self_attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout,
-                                               batch_first=True)
-        self.norm1 = nn.LayerNorm(d_model)
+        self.add_self_attention(d_model, num_heads, dropout)
         self.cross_attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout,
                                                 batch_first=True)
         self.norm2 = nn.LayerNorm(d_model)
-        self.linear1 = nn.Linear(d_model, ffn_dim)
-        self.linear2 = nn.Linear(ffn_dim, d_model)
-        self.norm3 = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.add_feed_forward(d_model, ffn_dim, dropout, "norm3")
 
     def forward(self, tgt: Tensor, pos: Tensor, self_allowed: Tensor, frames: Tensor,
                 frames_pos: Tensor, cross_allowed: Tensor) -> Tensor:
@@ -55,18 +50,11 @@ class STPELayer(nn.Module):
                                 attn_mask=_blocked(cross_allowed, self.num_heads),
                                 need_weights=False)[0]
         tgt = self.norm2(tgt + self.dropout(cross))
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
-        return self.norm3(tgt + self.dropout(ffn))
+        return self.feed_forward(tgt)
 
 
-class STPE(nn.Module):
+class STPE(TemporalStack):
     """``num_layers`` STPE layers and the frame embedding (T, D) of the frames' queries."""
-
-    def __init__(self, layer: STPELayer, num_layers: int, d_model: int, num_frames: int) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
-        self.frame_embed = nn.Parameter(torch.zeros(num_frames, d_model))
-        nn.init.normal_(self.frame_embed, std=0.02)
 
     def forward(self, tgt: Tensor, pos: Tensor, keep: Tensor, frames: Tensor, frames_pos: Tensor,
                 cross_allowed: Tensor, key_frame: int) -> Tensor:

@@ -1,4 +1,4 @@
-"""Where the time of one benchmark step goes: wall time against device-kernel time, by kind.
+"""Where the time of one benchmark step goes: wall time vs device-kernel time, by kind.
 
 Builds the rows of ``pavenet bench`` (random weights, same inputs) and, for each requested
 model and compile mode, times ``--steps`` calls and profiles the same number with
@@ -7,8 +7,8 @@ the deformable-attention kernels, inductor's fused kernels, copies, other). On a
 sum well under the wall time means the step waits on the host (launches, Python); a kernel sum
 close to it means the GPU work itself has to shrink. Prints markdown tables.
 
-    python benchmarks/profile_step.py --device cuda --people 10 --modes default reduce-overhead
-    python benchmarks/profile_step.py --device cpu --size 128 128 --steps 2   # CPU: op table only
+    pavenet bench profile --device cuda --people 10 --modes default reduce-overhead
+    pavenet bench profile --device cpu --size 128 128 --steps 2   # CPU: op table only
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -86,8 +87,8 @@ def report(label: str, wall_ms: float, kernels: dict[str, float], steps: int) ->
     return "\n".join(lines + [""])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--device", default=None)
     ap.add_argument("--config", default=None)
     ap.add_argument("--size", type=int, nargs=2, default=None)
@@ -98,23 +99,29 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["pavenet", "two_stage"], choices=["pavenet", "two_stage"])
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=3)
-    args = ap.parse_args()
+    return ap
+
+
+def profile_mode(args: argparse.Namespace, mode: str, dtype: str) -> None:
+    """Time, profile and print each of ``args.models`` in one compile mode (or eager)."""
+    s = resolve(BenchPlan(device=args.device, config=args.config, size=args.size, people=(args.people,),
+                          dtypes=(dtype,), compile_mode=mode if mode != "eager" else "default"))
+    bench = Bench(s, Networks(s))
+    for model in args.models:
+        case = Case(model, "streaming" if model == "pavenet" else "per_frame", args.people, 1, dtype,
+                    mode != "eager")
+        step = bench.steps(case, case.compiled)[0]
+        wall = time_callable(step, max(args.warmup, 2), args.steps, bench.sync).median_ms
+        trace, prof = profile(step, args.steps, s.device)
+        label = f"{model} {case.mode}, {mode}, {args.people} people, {dtype}, {s.size[0]}x{s.size[1]}"
+        print(report(label, wall, kernel_times(trace), args.steps), flush=True)
+        if s.device.type != "cuda":
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12), flush=True)
+
+
+def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     dtype = args.dtype or ("bfloat16" if str(args.device or "").startswith("cuda") else "float32")
     for mode in args.modes:
-        s = resolve(BenchPlan(device=args.device, config=args.config, size=args.size, people=(args.people,),
-                              dtypes=(dtype,), compile_mode=mode if mode != "eager" else "default"))
-        bench = Bench(s, Networks(s))
-        for model in args.models:
-            case = Case(model, "streaming" if model == "pavenet" else "per_frame", args.people, 1, dtype,
-                        mode != "eager")
-            step = bench.steps(case, case.compiled)[0]
-            wall = time_callable(step, max(args.warmup, 2), args.steps, bench.sync).median_ms
-            trace, prof = profile(step, args.steps, s.device)
-            label = f"{model} {case.mode}, {mode}, {args.people} people, {dtype}, {s.size[0]}x{s.size[1]}"
-            print(report(label, wall, kernel_times(trace), args.steps), flush=True)
-            if s.device.type != "cuda":
-                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12), flush=True)
-
-
-if __name__ == "__main__":
-    main()
+        profile_mode(args, mode, dtype)
+    return 0

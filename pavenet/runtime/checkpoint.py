@@ -26,23 +26,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from pavenet.engine import train_state as ts
 from pavenet.errors import PavenetError
-from pavenet.tempfiles import remove_stale, temp_path
+from pavenet.runtime import train_state as ts
+from pavenet.runtime.files import atomic_dir, atomic_symlink, remove_stale
 
 WEIGHTS = "model.safetensors"
 
 
 class CheckpointError(PavenetError, RuntimeError):
     """A checkpoint is missing, corrupt or does not fit the model, or cannot be written."""
-
-
-def _atomic_symlink(target: str, link: Path) -> None:
-    tmp = temp_path(link)
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
 
 
 def _owner(folder: Path) -> Optional[str]:
@@ -65,21 +57,16 @@ def _checkpoint_dir(ckpt_root: Path, step: int, run_id: Optional[str]) -> Path:
 
 def _write(final: Path, model_state: dict[str, torch.Tensor], meta: dict[str, Any],
            train_state: dict[str, Any] | None) -> None:
-    tmp = temp_path(final)
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tmp.mkdir()
-        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model_state.items()}
-        metadata = {k: json.dumps(v) for k, v in meta.items()}
-        save_file(tensors, str(tmp / WEIGHTS), metadata=metadata)
-        if train_state is not None:
-            ts.save_train_state(tmp, train_state)
-        os.replace(tmp, final)
+        with atomic_dir(final) as tmp:
+            tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model_state.items()}
+            metadata = {k: json.dumps(v) for k, v in meta.items()}
+            save_file(tensors, str(tmp / WEIGHTS), metadata=metadata)
+            if train_state is not None:
+                ts.save_train_state(tmp, train_state)
     except (OSError, SafetensorError) as exc:
         raise CheckpointError(f"{final}: could not write the checkpoint ({exc}); "
                               "the previous checkpoint is kept") from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def save_checkpoint(
@@ -106,7 +93,7 @@ def save_checkpoint(
         _write(final, model_state, meta, train_state)
     try:
         for tag in tags:
-            _atomic_symlink(os.path.relpath(final, run_dir), run_dir / tag)
+            atomic_symlink(os.path.relpath(final, run_dir), run_dir / tag)
     except OSError as exc:
         raise CheckpointError(f"{run_dir}: could not link the checkpoint of step {step} ({exc})") from exc
     prune_checkpoints(run_dir, run_id)
@@ -182,7 +169,7 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
 
 
 def load_train_state(path: str | Path, allow_pickle: bool = False) -> dict[str, Any]:
-    """The training state next to a checkpoint's weights (see :mod:`pavenet.engine.train_state`;
+    """The training state next to a checkpoint's weights (see :mod:`pavenet.runtime.train_state`;
     a pickled state of older versions only with ``allow_pickle``)."""
     try:
         return ts.load_train_state(resolve_checkpoint(path).parent, allow_pickle)

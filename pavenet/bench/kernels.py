@@ -1,6 +1,6 @@
 """GPU timings of multi-scale deformable attention: PyTorch reference vs the Triton kernel.
 
-Usage: python benchmarks/deform_attn_gpu.py [--repeats 20] [--warmup 5] [--batch 1]
+Usage: pavenet bench kernels [--repeats 20] [--warmup 5] [--batch 1]
 
 Sizes are those of the r50 model at 800x1333 (d=256, 8 heads of 32 channels, 4 levels of
 100x167, 50x84, 25x42, 13x21 -> S = 22223 tokens) for one clip of T=3 frames (N = batch x 3):
@@ -15,14 +15,14 @@ run. "fwd+bwd" is the forward plus the backward of all three inputs.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
+from pavenet.bench.timing import device_sync, time_callable
 from pavenet.model.deformable_attention import ms_deform_attn
 
 DEVICE = "cuda"
@@ -60,16 +60,7 @@ def make_inputs(case: Case, shapes: list[tuple[int, int]], frames: int,
 
 def median_ms(fn: Callable[[], None], warmup: int, repeats: int) -> float:
     """Median milliseconds of ``repeats`` synchronised calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return time_callable(fn, warmup, repeats, device_sync(DEVICE)).median_ms
 
 
 def step(backend: str, shapes: list[tuple[int, int]], inputs: list[torch.Tensor],
@@ -116,22 +107,24 @@ def benchmark_rows(args: argparse.Namespace, shapes: list[tuple[int, int]]) -> l
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1, help="clips of 3 frames")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     if not torch.cuda.is_available():
-        sys.exit("deform_attn_gpu.py: no CUDA device is available; this benchmark times GPU "
-                 "kernels only (the CPU path is the reference, see benchmarks/forward_cpu.py)")
+        print("pavenet bench kernels: no CUDA device is available; this benchmark times GPU "
+              "kernels only (the CPU path is the reference, see pavenet bench forward)", file=sys.stderr)
+        return 2
     print(f"Device: {torch.cuda.get_device_name()} (torch {torch.__version__}), "
           f"N = {3 * args.batch} frames, median of {args.repeats} after {args.warmup} warm-up\n")
     print("| attention | dtype | pass | reference ms | Triton ms | speed-up | fwd rel. diff |")
     print("|---|---|---|---:|---:|---:|---:|")
     for row in benchmark_rows(args, SHAPES):
         print(row, flush=True)
-
-
-if __name__ == "__main__":
-    main()
+    return 0

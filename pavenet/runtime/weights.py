@@ -11,14 +11,12 @@ not fit raises :class:`CheckpointError` listing every mismatched key.
 from __future__ import annotations
 
 import warnings
-
 from typing import Optional
 
 import torch
 from torch import nn
 
-from pavenet.config import Config, config_from_dict
-from pavenet.engine.checkpoint import CheckpointError, load_weights, non_finite, read_metadata
+from pavenet.runtime.checkpoint import CheckpointError, load_weights, non_finite
 
 
 def _frame_axis(src: torch.Size, dst: torch.Size, t_src: int, t_dst: int) -> Optional[int]:
@@ -108,16 +106,3 @@ def load_model_weights(model: nn.Module, path: str, strict: bool = True) -> dict
         raise CheckpointError(f"{path}: {exc}") from None
     model.load_state_dict(fitted, strict=False)  # fit_state_dict has checked what strict allows
     return meta
-
-
-def load_checkpoint_model(path: str) -> tuple[nn.Module, Config]:
-    """The network described by a checkpoint's stored config, with the checkpoint's weights."""
-    from pavenet.model.network import build_model
-
-    meta = read_metadata(path)
-    if not isinstance(meta.get("config"), dict):
-        raise CheckpointError(f"{path}: no config in the checkpoint metadata (not a pavenet checkpoint?)")
-    cfg = config_from_dict(meta["config"], source=str(path))
-    model = build_model(cfg.model)
-    load_model_weights(model, str(path))
-    return model, cfg

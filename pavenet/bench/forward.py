@@ -1,6 +1,6 @@
-"""CPU forward timings and parameter counts of the PAVE-Net configs (prints a markdown table).
+"""CPU forward timings and parameter counts of the PAVE-Net configs (markdown table).
 
-Usage: python benchmarks/forward_cpu.py [--runs 3] [--threads 2] [--skip-r50]
+Usage: pavenet bench forward [--runs 3] [--threads 2] [--skip-r50]
 
 Forward: eval mode, no_grad, median of ``--runs`` after one warm-up run. Train step: the
 tiny config in train mode, forward + backward of a loss touching every output.
@@ -9,28 +9,23 @@ Timings on a shared machine are noisy; compare medians taken on the same machine
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
+from torch import nn
 
+from pavenet.bench.timing import time_callable
 from pavenet.config import load_config
-from pavenet.model.network import PAVENet, build_model
+from pavenet.model import build_model
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+#: (name, config file, batch, height, width); the tiny row also times a train step.
+TINY = ("tiny", "pavenet_tiny", 2, 256, 256)
+R50 = ("r50", "pavenet_r50", 1, 800, 1333)
 
 
 def median_seconds(fn: Callable[[], None], runs: int) -> float:
     """Median wall time of ``runs`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return time_callable(fn, 1, runs).median_ms / 1e3
 
 
 def output_sum(tree) -> torch.Tensor:
@@ -46,7 +41,7 @@ def clip(batch: int, frames: int, height: int, width: int) -> tuple[torch.Tensor
             torch.zeros(batch, height, width, dtype=torch.bool))
 
 
-def forward_time(model: PAVENet, batch: int, height: int, width: int, runs: int) -> float:
+def forward_time(model: nn.Module, batch: int, height: int, width: int, runs: int) -> float:
     frames, mask = clip(batch, model.num_frames, height, width)
     model.eval()
 
@@ -56,7 +51,7 @@ def forward_time(model: PAVENet, batch: int, height: int, width: int, runs: int)
     return median_seconds(run, runs)
 
 
-def train_step_time(model: PAVENet, batch: int, height: int, width: int, runs: int) -> float:
+def train_step_time(model: nn.Module, batch: int, height: int, width: int, runs: int) -> float:
     frames, mask = clip(batch, model.num_frames, height, width)
     model.train()
 
@@ -66,30 +61,33 @@ def train_step_time(model: PAVENet, batch: int, height: int, width: int, runs: i
     return median_seconds(run, runs)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def table_row(name: str, file: str, batch: int, height: int, width: int, runs: int) -> str:
+    """The markdown row of one config: parameter counts, forward and (tiny only) train step."""
+    model = build_model(load_config(file).model)
+    total = sum(p.numel() for p in model.parameters()) / 1e6
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6
+    fwd = forward_time(model, batch, height, width, runs)
+    step = f"{train_step_time(model, batch, height, width, runs):.2f}" if name == "tiny" else "-"
+    return (f"| {name} | {total:.2f} | {trainable:.2f} | ({batch}, {model.num_frames}, "
+            f"{height}, {width}) | {fwd:.2f} | {step} |")
+
+
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-r50", action="store_true", help="only the tiny config")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    rows = [("tiny", "pavenet_tiny.yaml", 2, 256, 256)]
-    if not args.skip_r50:
-        rows.append(("r50", "pavenet_r50.yaml", 1, 800, 1333))
+    rows = [TINY] if args.skip_r50 else [TINY, R50]
     print(f"| config | params (M) | trainable (M) | input (B, T, H, W) | forward s "
           f"({args.threads} threads) | train step s |")
     print("|---|---|---|---|---|---|")
-    for name, file, batch, height, width in rows:
-        model = build_model(load_config(CONFIGS / file).model)
-        total = sum(p.numel() for p in model.parameters()) / 1e6
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6
-        fwd = forward_time(model, batch, height, width, args.runs)
-        step = (f"{train_step_time(model, batch, height, width, args.runs):.2f}"
-                if name == "tiny" else "-")
-        print(f"| {name} | {total:.2f} | {trainable:.2f} | ({batch}, {model.num_frames}, "
-              f"{height}, {width}) | {fwd:.2f} | {step} |")
-
-
-if __name__ == "__main__":
-    main()
+    for row in rows:
+        print(table_row(*row, args.runs), flush=True)
+    return 0

@@ -1,8 +1,8 @@
-"""Training speed on a busy machine: pavenet's thread planning against torch's default and one thread.
+"""Training under CPU load: pavenet's thread planning vs torch's default and one thread.
 
 For 0, 1 and 2 competing busy processes (each a pure-Python spin loop, like another program
-keeping a core), times ``pavenet train`` of 20 steps of ``configs/synthetic_tiny.yaml`` (wall time
-including start-up, one run each) under three settings:
+keeping a core), times ``pavenet train`` of 20 steps of the shipped ``synthetic_tiny`` config (wall time
+including start-up, one run each, ``python -m pavenet`` of this interpreter) under three settings:
 
 * ``pavenet``: what the command line does now (threads from the free cores, passive OpenMP
   waiting when cores are busy);
@@ -13,7 +13,7 @@ including start-up, one run each) under three settings:
 It prints a table of seconds and ratios (to the same setting's quiet time, and to one thread under
 the same load) and writes it as JSON. Run it alone: other jobs distort every number.
 
-    .venv/bin/python benchmarks/threads_under_load.py --out benchmarks/results/threads.json
+    pavenet bench threads --out benchmarks/results/threads.json
 """
 from __future__ import annotations
 
@@ -25,10 +25,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
-ROOT = Path(__file__).resolve().parents[1]
+from pavenet.bench.report import write_atomic
+
 SETTINGS = {"pavenet": [], "torch default": ["--threads", str(len(os.sched_getaffinity(0)))],
             "one thread": ["--threads", "1"]}
+CONFIG = "synthetic_tiny"
+
+
+def pavenet_command(*args: str) -> list[str]:
+    """``python -m pavenet ARGS`` with this interpreter (works from any folder once installed)."""
+    return [sys.executable, "-m", "pavenet", *args]
 
 
 def busy_processes(count: int) -> list[subprocess.Popen]:
@@ -37,11 +45,10 @@ def busy_processes(count: int) -> list[subprocess.Popen]:
 
 def timed_train(data: Path, out: Path, extra: list[str], steps: int) -> float:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
-    cmd = [sys.executable, "-m", "pavenet", "train", str(ROOT / "configs" / "synthetic_tiny.yaml"),
-           "--out", str(out), "--set", f"data.root={data}", f"train.max_steps={steps}",
-           "data.num_workers=0", *extra]
+    cmd = pavenet_command("train", str(CONFIG), "--out", str(out), "--set", f"data.root={data}",
+                          f"train.max_steps={steps}", "data.num_workers=0", *extra)
     start = time.monotonic()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.monotonic() - start
 
 
@@ -73,28 +80,24 @@ def table(seconds: dict, loads: list[int]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results/threads_under_load.json")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--loads", type=int, nargs="+", default=[0, 1, 2])
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        subprocess.run([sys.executable, "-m", "pavenet", "synth", str(data), "--videos", "4", "--val-videos", "1",
-                        "--frames", "12"], check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+        subprocess.run(pavenet_command("synth", str(data), "--videos", "4", "--val-videos", "1",
+                                       "--frames", "12"), check=True, stdout=subprocess.DEVNULL)
         seconds = measure(data, Path(tmp), args.steps, args.loads)
     text = table(seconds, args.loads)
     print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     report = {"date": time.strftime("%Y-%m-%d"), "cores": len(os.sched_getaffinity(0)), "steps": args.steps,
               "seconds": {n: {str(k): v for k, v in s.items()} for n, s in seconds.items()}, "table": text}
-    tmp_out = out.with_name(out.name + ".tmp")
-    tmp_out.write_text(json.dumps(report, indent=2))
-    tmp_out.replace(out)
+    write_atomic(Path(args.out), json.dumps(report, indent=2))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,7 +2,7 @@
 
 PyTorch starts one OpenMP thread per core it sees. On a small machine that other programs keep
 busy, those threads spin-wait for each other while the cores are taken, and a training step
-gets several times slower than on one thread (measured in ``benchmarks/threads_under_load.py``).
+gets several times slower than on one thread (measured in ``pavenet bench threads``).
 So pavenet's commands pick the thread count from
 
 * the cores the process may run on (CPU affinity) and its cgroup CPU quota (containers), shared
@@ -103,12 +103,3 @@ def prefer_passive_waiting(busy: float) -> bool:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         return True
     return False
-
-
-def configure(requested: Optional[int] = None, busy: Optional[float] = None) -> int:
-    """Set torch's intra-op threads (see :func:`choose_threads`) and return the count."""
-    import torch
-
-    count = choose_threads(requested, busy)
-    torch.set_num_threads(count)
-    return count

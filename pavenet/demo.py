@@ -10,17 +10,35 @@ With ``ablation`` the same network with T=1 is trained on the same budget and co
 from __future__ import annotations
 
 import dataclasses
+import os
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-
 import numpy as np
+import torch
 
 from pavenet.config import Config, load_config
+from pavenet.data import build_dataset, collate
+from pavenet.data.joints import MODEL, posetrack18_to_model
+from pavenet.data.posetrack import load_sequence
+from pavenet.data.synthetic import generate_video, video_seed, write_video
+from pavenet.engine.evaluate import evaluate_split, make_validator
+from pavenet.engine.trainer import RunExistsError, Trainer
+from pavenet.eval.posetrack import format_table
+from pavenet.infer.estimator import PoseEstimator
+from pavenet.infer.video_io import FrameStream, VideoSource
+from pavenet.runtime.checkpoint import holds_run
+from pavenet.runtime.device import pick_device
+from pavenet.runtime.distributed import init_distributed
+from pavenet.runtime.files import atomic_write_json
+from pavenet.viz.overlay import render_video, write_overlay_png
+from pavenet.viz.report import nobody_warning, plot_joint_ap, plot_training_curve, undertrained_lines, write_report
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+#: the shipped config the demo trains (``--config`` takes another name or a path)
+DEFAULT_CONFIG = "synthetic_tiny"
 #: joint score under which the overlay hides a joint of a tracked person (joint scores are the
 #: person score times the joint confidence, so they are low for a briefly trained model)
 RENDER_JOINT_THRESHOLD = 0.05
@@ -32,7 +50,7 @@ class DemoPlan:
     minutes: float = 12.0
     device: Optional[str] = None
     ablation: bool = False
-    config: Optional[Path] = None
+    config: Optional[str] = None  #: a shipped config name or a YAML path; None: DEFAULT_CONFIG
     seed: int = 0
     train_videos: int = 48
     val_videos: int = 8
@@ -47,8 +65,6 @@ class DemoPlan:
 
 def generate_data(plan: DemoPlan, log) -> dict[str, Path]:
     """Train (easy and hard videos mixed), val (easy) and hard-val roots."""
-    from pavenet.data.synthetic import generate_video, video_seed, write_video
-
     roots = {"val": plan.out / "data", "hard-val": plan.out / "data_hard"}
     jobs = [(roots["val"], "train", "hard" if i % 3 == 2 else "easy", i) for i in range(plan.train_videos)]
     jobs += [(roots["val"], "val", "easy", plan.train_videos + i) for i in range(plan.val_videos)]
@@ -63,9 +79,7 @@ def generate_data(plan: DemoPlan, log) -> dict[str, Path]:
 
 
 def demo_config(plan: DemoPlan, data_root: Path, num_frames: int) -> Config:
-    path = plan.config or CONFIG_DIR / "synthetic_tiny.yaml"
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: demo config not found (pass --config configs/synthetic_tiny.yaml)")
+    path = plan.config or DEFAULT_CONFIG
     sets = [f"data.root={data_root}", f"model.num_frames={num_frames}", "train.eval_max_sequences=3",
             *plan.overrides]
     return load_config(path, sets)
@@ -73,11 +87,6 @@ def demo_config(plan: DemoPlan, data_root: Path, num_frames: int) -> Config:
 
 def train_model(plan: DemoPlan, cfg: Config, run_dir: Path, seconds: float):
     """Train within ``seconds``; returns the trained (unwrapped) model and its step count."""
-    from pavenet.data import build_dataset, collate
-    from pavenet.engine.distributed import init_distributed
-    from pavenet.engine.evaluate import make_validator
-    from pavenet.engine.trainer import Trainer
-
     dist = init_distributed(plan.device)
     dataset = build_dataset(cfg.data, cfg.data.train_split, cfg.model.num_frames, train=True)
     trainer = Trainer(cfg, run_dir, dist, dataset, collate, validate=make_validator(cfg, run_dir, dist.device))
@@ -88,9 +97,6 @@ def train_model(plan: DemoPlan, cfg: Config, run_dir: Path, seconds: float):
 
 def evaluate_model(model, cfg: Config, roots: dict[str, Path], out: Path, device) -> dict[str, dict]:
     """Full PoseTrack evaluation on val and hard-val."""
-    from pavenet.engine.evaluate import evaluate_split
-    from pavenet.infer.estimator import PoseEstimator
-
     results = {}
     for name, root in roots.items():
         split_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(root)))
@@ -101,9 +107,6 @@ def evaluate_model(model, cfg: Config, roots: dict[str, Path], out: Path, device
 
 def ground_truth_joints(annotation: Path) -> list[np.ndarray]:
     """Per frame of one annotated video, its people's model joints (N, J, 3): x, y, annotated."""
-    from pavenet.data.joints import MODEL, posetrack18_to_model
-    from pavenet.data.posetrack import load_sequence
-
     frames = load_sequence(annotation).frames
     return [posetrack18_to_model(np.stack([p.keypoints for p in f.persons])) if f.persons
             else np.zeros((0, len(MODEL), 3)) for f in frames]
@@ -119,10 +122,6 @@ def render_example(model, cfg: Config, root: Path, out: Path, device) -> tuple[P
     """Overlay video of the first val video and a still frame (PNG) from its middle: predictions
     as coloured skeletons with ids, the ground truth as white crosses. Returns them and a summary
     (frames with a tracked person, the best person score seen)."""
-    from pavenet.infer.estimator import PoseEstimator
-    from pavenet.infer.video_io import FrameStream, VideoSource
-    from pavenet.viz.overlay import render_video, write_overlay_png
-
     folder = sorted((root / "images" / "val").iterdir())[0]
     source = VideoSource(folder, "frames")
     est = PoseEstimator.from_config(model, cfg, device=device)
@@ -145,10 +144,6 @@ def render_example(model, cfg: Config, root: Path, out: Path, device) -> tuple[P
 
 
 def machine_info(device) -> dict:
-    import os
-    import platform
-
-    import torch
 
     info = {"python": platform.python_version(), "torch": torch.__version__, "cpu_cores": os.cpu_count(),
             "processor": platform.processor() or platform.machine(), "device": str(device),
@@ -169,14 +164,6 @@ def training_budget(plan: DemoPlan, elapsed: float, device_type: str) -> float:
 
 def run_demo(plan: DemoPlan, log=print) -> dict:
     """Run every stage; returns {"results", "ablation", "report"}."""
-    from pavenet.engine.distributed import pick_device
-    from pavenet.engine.checkpoint import holds_run
-    from pavenet.engine.trainer import RunExistsError
-    from pavenet.eval.posetrack import format_table
-    from pavenet.eval.writers import atomic_write_json
-    from pavenet.viz.report import (nobody_warning, plot_joint_ap, plot_training_curve, undertrained_lines,
-                                    write_report)
-
     start = time.time()
     runs = {3: plan.out / "run_t3"}
     if plan.ablation:
