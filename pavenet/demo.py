@@ -187,13 +187,13 @@ def run_demo(plan: DemoPlan, log=print) -> dict:
             if nobody_warning(rendered):
                 log(f"warning: {nobody_warning(rendered)}")
     results = evaluations[3]
-    for line in undertrained_lines(steps[3], plan.minutes)[:1]:
+    for line in undertrained_lines(steps[3], budget / 60)[:1]:
         log(line.replace("**", ""))
     for name, res in results.items():
         log(f"\n{name} (T=3):\n{format_table(res)}")
     figures = {"curve": plot_training_curve(runs[3] / "metrics.jsonl", plan.out / "training_curve.png"),
                "joints": plot_joint_ap(results, plan.out / "joint_ap.png"), "still": still, "video": video}
     report = write_report(plan, results, evaluations if plan.ablation else None, steps, figures,
-                          machine_info(device), time.time() - start, rendered)
+                          machine_info(device), time.time() - start, rendered, budget / 60)
     log(f"\nreport: {report} ({(time.time() - start) / 60:.1f} min in total)")
     return {"results": results, "ablation": evaluations if plan.ablation else None, "report": report}

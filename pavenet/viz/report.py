@@ -132,10 +132,11 @@ MIN_STEPS_PER_MINUTE = 30
 
 
 def undertrained_lines(steps: int, minutes: float) -> list[str]:
-    """A warning when the run trained far fewer steps than its budget allows on a quiet machine."""
+    """A warning when the run trained far fewer steps than its ``minutes`` of training allow on a
+    quiet machine."""
     if steps >= MIN_STEPS_PER_MINUTE * minutes:
         return []
-    return [f"**Warning:** only {steps} training steps in {minutes:g} minutes (a quiet 2-core CPU trains "
+    return [f"**Warning:** only {steps} training steps in {minutes:.3g} minutes (a quiet 2-core CPU trains "
             f"about 90 per minute): the machine was busy or slow, and the model is too undertrained to "
             "judge pavenet by; run the demo again on a quieter machine or with more `--minutes`.", ""]
 
@@ -171,8 +172,9 @@ def nobody_warning(rendered: dict | None) -> str:
 
 def write_report(plan, results: dict[str, dict], ablation: dict | None, steps: dict[int, int],
                  figures: dict[str, Path], machine: dict, seconds: float,
-                 rendered: dict | None = None) -> Path:
-    """Write ``report.md`` in the demo folder (figures referenced by relative paths)."""
+                 rendered: dict | None = None, train_minutes: float | None = None) -> Path:
+    """Write ``report.md`` in the demo folder (figures referenced by relative paths);
+    ``train_minutes``: the training time of the T=3 run (default: the demo's whole budget)."""
     out = Path(plan.out)
     rel = {k: Path(v).relative_to(out) for k, v in figures.items()}
     flags = f"--minutes {plan.minutes:g} --out {out}" + (" --ablation" if plan.ablation else "")
@@ -180,7 +182,7 @@ def write_report(plan, results: dict[str, dict], ablation: dict | None, steps: d
         "# pavenet demo report", "",
         f"Trained `pavenet_tiny` (T=3) on synthetic videos for {steps[3]} steps; total run "
         f"{seconds / 60:.1f} min.", "",
-        *_summary_lines(results), "", *undertrained_lines(steps[3], plan.minutes),
+        *_summary_lines(results), "", *undertrained_lines(steps[3], train_minutes or plan.minutes),
         "## PoseTrack mAP", "", markdown_table(results, "ap"), "",
         "## PoseTrack MOTA", "", markdown_table(results, "mota"), "",
     ]
