@@ -25,8 +25,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"runtime", "config", "config_rules", "errors"}),
 )
 #: imports a function may make: optional dependencies, loaded only where they are used
-OPTIONAL = ("onnx", "onnxruntime", "pycocotools", "torch.utils.tensorboard", "triton", "motmetrics",
-            "onnxscript")
+OPTIONAL = ("onnx", "onnxruntime", "onnxscript", "triton")
 
 
 def layer_of(part: str) -> int:

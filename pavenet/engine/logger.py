@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 
@@ -19,8 +20,6 @@ class RunLogger:
         self._bar = None
         if not enabled:
             return
-        from torch.utils.tensorboard import SummaryWriter
-
         self._tb = SummaryWriter(str(run_dir / "tb"))
         self._bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
 

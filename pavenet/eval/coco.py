@@ -15,6 +15,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from pavenet.data import fields
 from pavenet.data.fields import AnnotationError
@@ -118,9 +120,6 @@ def _checked_results(results: object, path: Path, gt_path: Path, image_ids: set[
 def evaluate_coco(gt_path: str | Path, results_path: str | Path) -> dict[str, float | None]:
     """OKS keypoint AP/AR (fractions in [0, 1]; None where pycocotools reports -1, e.g. no
     medium-sized person) of a COCO results file against a COCO-style ground-truth file."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     gt_path, results_path = Path(gt_path), Path(results_path)
     gt, is_posetrack = _prepare_gt(_load(gt_path), gt_path)
     image_ids = {img["id"] for img in gt["images"]}
