@@ -27,8 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, default=(256, 256), help="frame size WxH")
     p.add_argument("--max-persons", type=positive_int, default=3, help="at most this many people per video")
     p.add_argument("--seed", type=int, default=0, help="same seed and options give the same bytes")
-    p.add_argument("--difficulty", choices=["easy", "hard"], default="easy",
-                   help="hard adds motion blur, defocus, passing occluders, blurred people")
+    p.add_argument("--difficulty", choices=["easy", "hard", "temporal"], default="easy",
+                   help="hard adds motion blur, defocus, passing occluders, blurred people; temporal "
+                        "degrades single frames (blur, noise, occluders over joints, dropped frames) "
+                        "that stay annotated while their neighbours are clean")
     p.add_argument("--labeled-every", type=positive_int, default=1, help="label every k-th frame (default: all)")
     return p
 

@@ -38,9 +38,11 @@ from pavenet.data.synthetic_scene import (
     sample_figure,
     sample_occluder,
 )
+from pavenet.data.synthetic_temporal import degrade_video
 from pavenet.runtime.files import atomic_write_bytes
 
 OCCLUDER_LABEL = 255
+DIFFICULTIES = ("easy", "hard", "temporal")
 CATEGORIES = [{
     "supercategory": "person", "id": 1, "name": "person", "keypoints": list(POSETRACK18.names),
     "skeleton": [[16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7], [6, 8],
@@ -114,9 +116,12 @@ def generate_video(seed: int, num_frames: int, size: tuple[int, int] = (256, 256
     ``size`` is (width, height); figures are ordered far to near (the taller, the nearer);
     ``labeled_every`` > 1 marks only every k-th frame as labelled (the others keep no
     annotations, like PoseTrack's unlabelled frames). ``number`` names the video and its ids.
+    ``difficulty``: "easy", "hard" (blur, defocus, occluders, blurred people) or "temporal" (the
+    easy video with single frames degraded, annotated as if clean:
+    :mod:`pavenet.data.synthetic_temporal`).
     """
-    if difficulty not in ("easy", "hard"):
-        raise ValueError(f"difficulty must be 'easy' or 'hard', got {difficulty!r}")
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, got {difficulty!r}")
     if not 1 <= num_frames <= 9999 or max_persons < 1 or labeled_every < 1:
         raise ValueError("need 1 <= num_frames <= 9999, max_persons >= 1 and labeled_every >= 1")
     rng = np.random.default_rng(seed)
@@ -124,7 +129,7 @@ def generate_video(seed: int, num_frames: int, size: tuple[int, int] = (256, 256
     w, h = size
     bg, figures, occluders, pan = _scene(rng, num_frames, size, max_persons, hard)
     name = video_name(number)
-    frames, images, anns = [], [], []
+    frames, images, anns, joints = [], [], [], []
     for t in range(num_frames):
         img = Image.fromarray(bg[pan[t, 1]:pan[t, 1] + h, pan[t, 0]:pan[t, 0] + w])
         label = Image.new("L", (w, h), 0)
@@ -144,11 +149,14 @@ def generate_video(seed: int, num_frames: int, size: tuple[int, int] = (256, 256
             "frame_id": image_id, "vid_id": f"{number:06d}", "ignore_regions_y": [], "ignore_regions_x": [],
             "id": image_id, "width": w, "height": h,
         })
+        visible = [_visible(xy, lab, p + 1) for p, (xy, _) in enumerate(poses)]
         for p, (fig, (xy, _)) in enumerate(zip(figures, poses)):
-            vis = _visible(xy, lab, p + 1)
-            if labeled and vis.any():
-                anns.append(_annotation(xy, vis, fig, p, image_id))
+            if labeled and visible[p].any():
+                anns.append(_annotation(xy, visible[p], fig, p, image_id))
+        joints.append([xy[vis] for (xy, _), vis in zip(poses, visible)])
         frames.append(np.asarray(img.convert("RGB")))
+    if difficulty == "temporal":
+        frames = degrade_video(frames, joints, images, seed)
     return frames, {"categories": CATEGORIES, "images": images, "annotations": anns}
 
 

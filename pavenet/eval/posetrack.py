@@ -33,7 +33,8 @@ def _number(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def _by_name(per_joint: np.ndarray, total: float) -> dict[str, float | None]:
+def by_joint_name(per_joint: np.ndarray, total: float) -> dict[str, float | None]:
+    """Per-joint values (model joint order) -> {poseval joint name: value, "total": total}."""
     out = {name: _number(per_joint[MODEL.index(name)]) for name in POSEVAL_JOINTS}
     out["total"] = _number(total)
     return out
@@ -44,7 +45,7 @@ def _tracking_block(counts: MotCounts | None) -> dict:
         return {"mota": None, "motp_total": None, "precision_total": None, "recall_total": None}
     m = mot_metrics(counts)
     return {
-        "mota": _by_name(m["mota"], m["mota_total"]),
+        "mota": by_joint_name(m["mota"], m["mota_total"]),
         "motp_total": _number(m["motp_total"]),
         "precision_total": _number(m["precision_total"]),
         "recall_total": _number(m["recall_total"]),
@@ -57,7 +58,7 @@ def _evaluate_sequences(
     matches = [[match_frame(f) for f in s.frames] for s in sequences]
     frames = [f for s in sequences for f in s.frames]
     ap, ap_total = average_precision(Detections.collect(frames, [m for ms in matches for m in ms]), strict)
-    result = {"ap": _by_name(ap, ap_total)}
+    result = {"ap": by_joint_name(ap, ap_total)}
     seq_counts = [sequence_counts(s.frames, ms, strict) if tracking else None for s, ms in zip(sequences, matches)]
     total = None
     if tracking:
@@ -70,7 +71,7 @@ def _evaluate_sequences(
         result["per_sequence"] = {}
         for s, ms, c in zip(sequences, matches, seq_counts):
             seq_ap, seq_total = average_precision(Detections.collect(s.frames, ms), strict)
-            result["per_sequence"][s.name] = {"ap": _by_name(seq_ap, seq_total), **_tracking_block(c)}
+            result["per_sequence"][s.name] = {"ap": by_joint_name(seq_ap, seq_total), **_tracking_block(c)}
     return result
 
 

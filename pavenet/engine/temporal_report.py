@@ -1,0 +1,72 @@
+"""Does the temporal model use the neighbouring frames? (issue 24's diagnostics)
+
+:func:`attention_to_neighbours`: for every labelled key frame of a split, the clip around it is
+decoded with a :class:`pavenet.model.attention_probe.FrameAttentionProbe`; for the queries the
+network keeps (``kept_index``) the share of attention on the non-key frames is averaged per
+attention layer, separately for degraded and clean key frames (the temporal synthetic split
+marks its degraded frames). :func:`ap_by_degradation` gives the per-joint AP on the same two
+groups of frames from a prediction folder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pavenet.config import Config
+from pavenet.data.build import load_split
+from pavenet.data.clips import clip_indices, load_image
+from pavenet.eval.frame_subsets import degradation_subsets, evaluate_frame_subsets
+from pavenet.infer.estimator import PoseEstimator
+from pavenet.model.attention_probe import FrameAttentionProbe
+
+
+def _clips(cfg: Config, split: str, max_clips: int):
+    """(key-frame image id, clip frames as RGB arrays) for the labelled key frames of ``split``."""
+    count = 0
+    for seq in load_split(cfg.data, split):
+        for key, frame in enumerate(seq.frames):
+            if not frame.is_labeled or not frame.persons:
+                continue
+            idx = clip_indices(key, len(seq.frames), cfg.model.num_frames, cfg.data.frame_stride)
+            yield frame.image_id, [np.asarray(load_image(seq.frames[i])) for i in idx]
+            count += 1
+            if max_clips and count >= max_clips:
+                return
+
+
+def _neighbour_share(probe: FrameAttentionProbe, kept: torch.Tensor, num_queries: int,
+                     key: int) -> dict[str, float]:
+    """Per attention module, the mean share of attention off the key frame: of the kept queries
+    where a module reads all ``num_queries`` person queries (pose decoder), of every row where it
+    reads only the kept people's (joint decoder: their joints)."""
+    out = {}
+    for name, calls in probe.shares.items():
+        share = calls[-1][0]  # the last call, clip 0: (rows, T)
+        rows = share[kept] if share.shape[0] == num_queries else share
+        out[name] = float(1.0 - rows[:, key].mean())
+    return out
+
+
+def attention_to_neighbours(est: PoseEstimator, cfg: Config, split: str = "val", gt_dir: Path | None = None,
+                            max_clips: int = 0) -> dict[str, dict[str, float]]:
+    """{"degraded" / "clean": {attention module: mean share on the non-key frames}, "clips": ...}."""
+    subsets = degradation_subsets(gt_dir or Path(cfg.data.root) / "annotations" / split)
+    sums: dict[str, dict[str, list[float]]] = {"degraded": {}, "clean": {}}
+    model, key = est.model, cfg.model.num_frames // 2
+    for image_id, frames in _clips(cfg, split, max_clips):
+        images = est.preprocess(frames)[None]
+        mask = torch.zeros(1, *images.shape[-2:], dtype=torch.bool, device=images.device)
+        with torch.no_grad(), FrameAttentionProbe(model) as probe:
+            outputs = model(images, mask)
+        group = "degraded" if image_id in subsets["degraded"] else "clean"
+        kept = outputs["kept_index"][0].cpu()
+        for name, value in _neighbour_share(probe, kept, cfg.model.num_queries, key).items():
+            sums[group].setdefault(name, []).append(value)
+    return {group: {name: float(np.mean(v)) for name, v in layers.items()} for group, layers in sums.items()}
+
+
+def ap_by_degradation(gt_dir: str | Path, pred_dir: str | Path) -> dict[str, dict]:
+    """Per-joint AP on the degraded and on the clean frames of a temporal split."""
+    return evaluate_frame_subsets(gt_dir, pred_dir, degradation_subsets(gt_dir))

@@ -1,0 +1,103 @@
+"""Diagnostics of the temporal claim (issue 24): attention share per frame, AP per frame subset."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from eval_builders import base_pose, gt_person, image, pred_person, write_sequence
+from pavenet.config import load_config
+from pavenet.eval.frame_subsets import degradation_subsets, evaluate_frame_subsets
+from pavenet.eval.posetrack import evaluate_posetrack
+from pavenet.model import build_model
+from pavenet.model.attention_probe import FrameAttentionProbe
+from pavenet.model.pose_attention import FrameDeformAttn
+
+SMALL = ["model.hidden_dim=32", "model.num_heads=2", "model.enc_layers=1", "model.ffn_dim=64",
+         "model.num_queries=8", "model.num_kept=4", "model.pose_dec_layers=2", "model.joint_dec_layers=1",
+         "model.refine_hidden=[32]", "model.embed_dim=16", "model.backbone.name=resnet10t"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return build_model(load_config("synthetic_tiny", SMALL).model).eval()
+
+
+def _run(model) -> FrameAttentionProbe:
+    frames = torch.randn(2, 3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), FrameAttentionProbe(model) as probe:
+        model(frames, torch.zeros(2, 64, 64, dtype=torch.bool))
+    return probe
+
+
+def test_fresh_attention_is_uniform_over_frames(tiny) -> None:
+    probe = _run(tiny)
+    names = [n for n, m in tiny.named_modules() if isinstance(m, FrameDeformAttn)]
+    assert set(probe.shares) == set(names) and len(names) == 3  # 2 pose-decoder + 1 joint-decoder layers
+    for name, calls in probe.shares.items():
+        assert len(calls) == 1
+        share = calls[0]
+        assert share.shape[0] == 2 and share.shape[2] == 3
+        torch.testing.assert_close(share, torch.full_like(share, 1 / 3))  # zero-initialised logits
+    assert "sampling" not in vars(tiny.pose_decoder.layers[0].cross_attn)  # unwrapped on exit
+
+
+def test_share_follows_the_attention_logits_by_hand(tiny) -> None:
+    attn = tiny.pose_decoder.layers[1].cross_attn
+    bias = attn.attention_weights.bias
+    with torch.no_grad():
+        saved = bias.clone()
+        bias.view(attn.num_frames, -1)[0] = math.log(3.0)  # every logit of frame 0 is ln 3 higher
+        try:
+            probe = _run(tiny)
+        finally:
+            bias.copy_(saved)
+    share = probe.shares["pose_decoder.layers.1.cross_attn"][0]
+    expected = torch.tensor([3.0, 1.0, 1.0]) / 5.0  # the same number of points per frame
+    torch.testing.assert_close(share, expected.expand_as(share))
+    torch.testing.assert_close(probe.shares["pose_decoder.layers.0.cross_attn"][0].sum(-1),
+                               torch.ones(2, share.shape[1]))
+
+
+def test_ap_of_frame_subsets_against_the_full_evaluation(tmp_path) -> None:
+    """Perfect predictions on frames 0-2, none on frames 3-4: AP 100 on the first subset, 0 on
+    the second; the union's AP equals the full evaluation's."""
+    images = [image(1, f, degradation="noise") if f >= 3 else image(1, f) for f in range(5)]
+    gt, pred = [], []
+    for f, img in enumerate(images):
+        xy = base_pose(60 + 4 * f, 80)
+        gt.append(gt_person(img["id"], 1, xy))
+        if f < 3:
+            pred.append(pred_person(img["id"], 1, xy + 1.0))
+    gt_dir, pred_dir = write_sequence(tmp_path, "000001_mpii_test", images, gt, pred)
+    subsets = degradation_subsets(gt_dir)
+    assert subsets == {"degraded": {images[3]["id"], images[4]["id"]},
+                       "clean": {img["id"] for img in images[:3]}}
+    result = evaluate_frame_subsets(gt_dir, pred_dir, {**subsets, "all": subsets["clean"] | subsets["degraded"]})
+    assert result["clean"]["frames"] == 3 and result["degraded"]["frames"] == 2
+    assert result["clean"]["ap"]["total"] == pytest.approx(100.0)
+    assert result["degraded"]["ap"]["total"] == pytest.approx(0.0)
+    full = evaluate_posetrack(gt_dir, pred_dir, tracking=False)["ap"]
+    assert result["all"]["ap"] == pytest.approx(full)
+    assert np.isclose(full["total"], 60.0)  # 3 of 5 people found, all at precision 1
+
+
+@pytest.mark.slow
+def test_attention_to_neighbours_on_a_temporal_split(tmp_path, tiny) -> None:
+    from pavenet.data.synthetic import write_dataset
+    from pavenet.engine.temporal_report import attention_to_neighbours
+    from pavenet.infer.estimator import PoseEstimator
+
+    write_dataset(tmp_path, videos=0, val_videos=2, frames=8, size=(64, 64), difficulty="temporal", seed=3)
+    cfg = load_config("synthetic_tiny", [*SMALL, f"data.root={tmp_path}", "data.test_short_side=64",
+                                         "data.test_max_size=64"])
+    est = PoseEstimator.from_config(tiny, cfg, device="cpu")
+    report = attention_to_neighbours(est, cfg, "val")
+    names = {n for n, m in tiny.named_modules() if isinstance(m, FrameDeformAttn)}
+    assert set(report) == {"degraded", "clean"} and set(report["clean"]) == names == set(report["degraded"])
+    for group in report.values():  # uniform attention at initialisation: 2 of 3 frames are neighbours
+        for share in group.values():
+            assert share == pytest.approx(2 / 3, abs=1e-5)
