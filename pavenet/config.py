@@ -253,7 +253,7 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: '{key}' must be a mapping, got {type(value).__name__}")
-        return _build(tp, value, source, key + ".")
+        return build_dataclass(tp, value, source, key + ".")
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -291,7 +291,9 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
     raise ConfigError(f"{source}: '{key}' has unsupported type {_type_name(tp)}")
 
 
-def _build(cls: type, data: dict, source: str, prefix: str = "") -> Any:
+def build_dataclass(cls: type, data: dict, source: str, prefix: str = "") -> Any:
+    """An instance of the dataclass ``cls`` from ``data``, strictly checked (unknown keys and wrong
+    types raise :class:`ConfigError` naming ``source`` and the dotted key)."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:
@@ -311,13 +313,19 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path, what: str = "config") -> Any:
+    """What a YAML file holds (an empty file: {}); :class:`ConfigError` naming the file when it
+    is missing (``"{what} file not found"``) or malformed."""
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: {what} file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: malformed YAML: {exc}") from exc
+
+
+def _read_yaml(path: Path) -> dict:
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     base = data.pop("_base_", None)
@@ -352,7 +360,7 @@ def validate(cfg: Config, source: str) -> Config:
 
 
 def config_from_dict(data: dict, source: str = "<dict>") -> Config:
-    return validate(_build(Config, data, source), source)
+    return validate(build_dataclass(Config, data, source), source)
 
 
 def config_names() -> list[str]:
@@ -382,7 +390,7 @@ def config_path(config: str | Path) -> Path:
 def apply_overrides(cfg: Config, overrides: list[str], source: str) -> Config:
     """``cfg`` with ``--set`` overrides applied and checked."""
     merged = _merge(config_to_dict(cfg), parse_overrides(overrides))
-    return validate(_build(Config, merged, "--set"), f"{source} with --set")
+    return validate(build_dataclass(Config, merged, "--set"), f"{source} with --set")
 
 
 def load_config(config: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -393,7 +401,7 @@ def load_config(config: str | Path | None = None, overrides: list[str] | None = 
     else:
         path = config_path(config)
         data, source = _read_yaml(path), str(path)
-    cfg = _build(Config, data, source)
+    cfg = build_dataclass(Config, data, source)
     if overrides:
         return apply_overrides(cfg, overrides, source)
     return validate(cfg, source)

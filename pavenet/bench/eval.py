@@ -21,6 +21,7 @@ import numpy as np
 from pavenet.data.joints import model_to_posetrack18
 from pavenet.eval.posetrack import evaluate_posetrack
 from pavenet.eval.writers import POSETRACK18_CATEGORY, PredictedPerson, write_posetrack_predictions
+from pavenet.runtime.arguments import Parser, example_epilog, non_negative_int, positive_int
 
 
 def _sequence(rng: np.random.Generator, s: int, n_frames: int, n_people: int) -> tuple[str, list, list, list]:
@@ -57,11 +58,12 @@ def write_set(root: Path, n_seq: int, n_frames: int, n_people: int, seed: int) -
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("--sequences", type=int, default=50)
-    parser.add_argument("--frames", type=int, default=30)
-    parser.add_argument("--people", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = Parser(prog=prog, description=__doc__.splitlines()[0],
+                    epilog=example_epilog("pavenet bench eval --sequences 50 --frames 30 --people 10"))
+    parser.add_argument("--sequences", type=positive_int, default=50, help="ground-truth sequences (S)")
+    parser.add_argument("--frames", type=positive_int, default=30, help="frames per sequence (F)")
+    parser.add_argument("--people", type=positive_int, default=10, help="people per frame (P)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the synthetic set")
     return parser
 
 

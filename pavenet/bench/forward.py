@@ -17,6 +17,7 @@ from torch import nn
 from pavenet.bench.timing import time_callable
 from pavenet.config import load_config
 from pavenet.model import build_model
+from pavenet.runtime.arguments import Parser, example_epilog, positive_int
 
 #: (name, config file, batch, height, width); the tiny row also times a train step.
 TINY = ("tiny", "pavenet_tiny", 2, 256, 256)
@@ -73,9 +74,10 @@ def table_row(name: str, file: str, batch: int, height: int, width: int, runs: i
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser = Parser(prog=prog, description=__doc__.splitlines()[0],
+                    epilog=example_epilog("pavenet bench forward --runs 3 --threads 2 --skip-r50"))
+    parser.add_argument("--runs", type=positive_int, default=3, help="timed forward passes per config (the median)")
+    parser.add_argument("--threads", type=positive_int, default=2, help="CPU threads")
     parser.add_argument("--skip-r50", action="store_true", help="only the tiny config")
     return parser
 

@@ -1,6 +1,6 @@
 """GPU timings of multi-scale deformable attention: PyTorch reference vs the Triton kernel.
 
-Usage: pavenet bench kernels [--repeats 20] [--warmup 5] [--batch 1]
+Usage: pavenet bench kernels [--repeats 20] [--warmup 5] [--batch-size 1]
 
 Sizes are those of the r50 model at 800x1333 (d=256, 8 heads of 32 channels, 4 levels of
 100x167, 50x84, 25x42, 13x21 -> S = 22223 tokens) for one clip of T=3 frames (N = batch x 3):
@@ -24,6 +24,7 @@ import torch
 
 from pavenet.bench.timing import device_sync, time_callable
 from pavenet.model.deformable_attention import ms_deform_attn
+from pavenet.runtime.arguments import Parser, example_epilog, non_negative_int, positive_int
 
 DEVICE = "cuda"
 SHAPES = [(100, 167), (50, 84), (25, 42), (13, 21)]
@@ -108,17 +109,19 @@ def benchmark_rows(args: argparse.Namespace, shapes: list[tuple[int, int]]) -> l
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=1, help="clips of 3 frames")
+    parser = Parser(prog=prog, description=__doc__.splitlines()[0],
+                    epilog=example_epilog("pavenet bench kernels --repeats 20 --warmup 5 --batch-size 1"))
+    parser.add_argument("--repeats", type=positive_int, default=20, help="timed calls per entry (the median)")
+    parser.add_argument("--warmup", type=non_negative_int, default=5, help="untimed calls before them")
+    parser.add_argument("--batch-size", "--batch", dest="batch", type=positive_int, default=1,
+                        help="clips of 3 frames")
     return parser
 
 
 def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
     args = build_parser(prog).parse_args(argv)
     if not torch.cuda.is_available():
-        print("pavenet bench kernels: no CUDA device is available; this benchmark times GPU "
+        print("pavenet bench kernels: error: no CUDA device is available; this benchmark times GPU "
               "kernels only (the CPU path is the reference, see pavenet bench forward)", file=sys.stderr)
         return 2
     print(f"Device: {torch.cuda.get_device_name()} (torch {torch.__version__}), "

@@ -25,6 +25,7 @@ from pavenet.export.onnx_export import ExportOptions, export_streaming
 from pavenet.infer.estimator import PoseEstimator
 from pavenet.model import build_model
 from pavenet.runtime.checkpoint import save_checkpoint
+from pavenet.runtime.arguments import Parser, add_size_argument, example_epilog, positive_int
 
 
 def _fps(backends: dict[str, PoseEstimator], frames: list[np.ndarray], batch_size: int,
@@ -56,27 +57,31 @@ def backends(cfg: Config, folder: Path, height: int, width: int, threads: int) -
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="synthetic_tiny")
-    parser.add_argument("--frames", type=int, default=24)
-    parser.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("W", "H"),
-                        help="video size (default: 256 256, the synthetic videos)")
-    parser.add_argument("--batch-size", type=int, default=4, help="windows per decoder pass")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = Parser(prog=prog, description=__doc__.splitlines()[0],
+                    epilog=example_epilog("pavenet bench onnx --frames 24 --size 256 256 --threads 2"))
+    parser.add_argument("--config", default="synthetic_tiny", help="a shipped config name or a YAML path")
+    parser.add_argument("--frames", type=positive_int, default=24, help="frames of the synthetic video")
+    add_size_argument(parser, "--size", default=[256, 256], minimum=32,
+                      help="video size, height and width (default: 256 256, the synthetic videos)")
+    parser.add_argument("--batch-size", type=positive_int, default=4, help="windows per decoder pass")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads of both backends (default: torch's)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="passes per backend (the best is kept)")
     return parser
 
 
 def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
     args = build_parser(prog).parse_args(argv)
-    torch.set_num_threads(args.threads)
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
     cfg = load_config(args.config)
-    frames, _ = generate_video(0, args.frames, size=tuple(args.size))
-    w, h = resized_size(*args.size, cfg.data.test_short_side, cfg.data.test_max_size)
+    height, width = args.size
+    frames, _ = generate_video(0, args.frames, size=(width, height))
+    w, h = resized_size(width, height, cfg.data.test_short_side, cfg.data.test_max_size)
     with tempfile.TemporaryDirectory() as tmp:
-        models = backends(cfg, Path(tmp), h, w, args.threads)
-        print(f"{args.config}: {args.frames} frames {args.size[0]}x{args.size[1]} -> network input "
-              f"{w}x{h}, T={cfg.model.num_frames}, batch {args.batch_size}, {args.threads} threads")
+        models = backends(cfg, Path(tmp), h, w, threads)
+        print(f"{args.config}: {args.frames} frames {height}x{width} -> network input "
+              f"{h}x{w} (H x W), T={cfg.model.num_frames}, batch {args.batch_size}, {threads} threads")
         for name, fps in _fps(models, frames, args.batch_size, args.repeats).items():
             print(f"{name:12s} {fps:7.2f} frames/s")
     return 0

@@ -1,7 +1,7 @@
 """CPU video inference speed: cached per-frame encoder outputs vs recomputing every window.
 
 Usage: pavenet bench predict [--config synthetic_tiny] [--frames 40]
-       [--size 256 256] [--threads 2] [--weights CKPT]
+       [--size 256 256] [--threads 2] [--batch-size 1 4] [--weights CKPT]
 
 Runs ``PoseEstimator.predict_frames`` (decoding from memory, tracking included) on a synthetic
 video, the two modes alternating, best of ``--repeats`` passes; prints a markdown table of
@@ -20,6 +20,7 @@ from pavenet.config import Config, load_config
 from pavenet.data.synthetic import generate_video
 from pavenet.infer.estimator import PoseEstimator
 from pavenet.model import build
+from pavenet.runtime.arguments import Parser, add_size_argument, example_epilog, positive_int
 
 
 def fps(est: PoseEstimator, frames: list, batch_size: int) -> float:
@@ -39,13 +40,15 @@ def best_fps(model: nn.Module, cfg: Config, frames: list, batch: int, repeats: i
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="synthetic_tiny")
+    ap = Parser(prog=prog, description=__doc__.splitlines()[0],
+                epilog=example_epilog("pavenet bench predict --frames 40 --size 256 256 --threads 2"))
+    ap.add_argument("--config", default="synthetic_tiny", help="a shipped config name or a YAML path")
     ap.add_argument("--weights", default=None, help="checkpoint (default: random weights)")
-    ap.add_argument("--frames", type=int, default=40)
-    ap.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("W", "H"))
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--frames", type=positive_int, default=40, help="frames of the synthetic video")
+    add_size_argument(ap, "--size", default=[256, 256], minimum=32, help="video size, height and width")
+    ap.add_argument("--threads", type=positive_int, default=2, help="CPU threads")
+    ap.add_argument("--repeats", type=positive_int, default=2, help="passes per mode (the best is kept)")
+    ap.add_argument("--batch-size", type=positive_int, nargs="+", default=[1, 4], help="windows per forward pass")
     return ap
 
 
@@ -57,11 +60,12 @@ def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
         model = PoseEstimator.from_checkpoint(args.weights, device="cpu").model
     else:
         model = build(cfg)[0]
-    frames, _ = generate_video(7, args.frames, tuple(args.size), 3, "easy")
-    print(f"| mode | batch | frames/s ({args.threads} threads, {args.size[0]}x{args.size[1]}, "
+    height, width = args.size
+    frames, _ = generate_video(7, args.frames, (width, height), 3, "easy")
+    print(f"| mode | batch | frames/s ({args.threads} threads, {height}x{width} (H x W), "
           f"T={cfg.model.num_frames}) |")
     print("|---|---|---|")
-    for batch in (1, 4):
+    for batch in args.batch_size:
         best = best_fps(model, cfg, frames, batch, args.repeats)
         print(f"| cached | {batch} | {best[True]:.1f} |")
         print(f"| recomputed | {batch} | {best[False]:.1f} |")

@@ -22,6 +22,8 @@ import torch
 
 from pavenet.bench.runner import Bench, BenchPlan, Case, Networks, resolve
 from pavenet.bench.timing import time_callable
+from pavenet.infer import COMPILE_MODES
+from pavenet.runtime.arguments import Parser, add_size_argument, example_epilog, non_negative_int, positive_int
 
 #: (kind, substrings of the kernel name), the first match wins
 KINDS = (("deformable attention", ("_fwd_kernel", "_bwd_kernel")),
@@ -88,17 +90,22 @@ def report(label: str, wall_ms: float, kernels: dict[str, float], steps: int) ->
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--config", default=None)
-    ap.add_argument("--size", type=int, nargs=2, default=None)
-    ap.add_argument("--people", type=int, default=10)
-    ap.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, float32 elsewhere")
-    ap.add_argument("--modes", nargs="+", default=["eager", "default"],
+    ap = Parser(prog=prog, description=__doc__.splitlines()[0],
+                epilog=example_epilog("pavenet bench profile --device cuda --people 10 --modes default reduce-overhead",
+                                      "pavenet bench profile --device cpu --size 128 128 --steps 2"))
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
+    ap.add_argument("--config", default=None,
+                    help="pavenet config (default: as pavenet bench, pavenet_r50 on CUDA, synthetic_tiny on CPU)")
+    add_size_argument(ap, "--size", default=None, help="network input size (default: as pavenet bench)")
+    ap.add_argument("--people", type=positive_int, default=10, help="people in the two-stage pipeline's frames")
+    ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                    help="default: bfloat16 on CUDA, float32 elsewhere")
+    ap.add_argument("--modes", nargs="+", default=["eager", "default"], choices=["eager", *COMPILE_MODES],
                     help="eager and/or torch.compile modes")
-    ap.add_argument("--models", nargs="+", default=["pavenet", "two_stage"], choices=["pavenet", "two_stage"])
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--models", nargs="+", default=["pavenet", "two_stage"], choices=["pavenet", "two_stage"],
+                    help="pipelines to profile")
+    ap.add_argument("--steps", type=positive_int, default=5, help="timed and profiled calls")
+    ap.add_argument("--warmup", type=non_negative_int, default=3, help="untimed calls first (at least 2 are made)")
     return ap
 
 

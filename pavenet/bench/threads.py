@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Optional
 
 from pavenet.bench.report import write_atomic
+from pavenet.runtime.arguments import Parser, example_epilog, non_negative_int, positive_int
 
 SETTINGS = {"pavenet": [], "torch default": ["--threads", str(len(os.sched_getaffinity(0)))],
             "one thread": ["--threads", "1"]}
@@ -81,10 +82,12 @@ def table(seconds: dict, loads: list[int]) -> str:
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="benchmarks/results/threads_under_load.json")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--loads", type=int, nargs="+", default=[0, 1, 2])
+    parser = Parser(prog=prog, description=__doc__.splitlines()[0],
+                    epilog=example_epilog("pavenet bench threads --out benchmarks/results/threads.json"))
+    parser.add_argument("--out", default="benchmarks/results/threads_under_load.json", help="JSON report to write")
+    parser.add_argument("--steps", type=positive_int, default=20, help="training steps per timed run")
+    parser.add_argument("--loads", type=non_negative_int, nargs="+", default=[0, 1, 2],
+                        help="numbers of competing busy processes")
     return parser
 
 

@@ -4,7 +4,14 @@ Each subcommand lives in its own module of this package with two functions:
 ``add_parser(subparsers)`` (cheap imports only) and ``run(args) -> int``. A
 :class:`pavenet.errors.PavenetError` (a bad config, annotation, image, video, prediction file or
 checkpoint; a diverged run) or a missing file ends the command with its message and exit code 2,
-no traceback.
+no traceback, in argparse's own form: ``pavenet COMMAND: error: MESSAGE`` (:func:`fail` prints
+that line for a check made in ``run``).
+
+Conventions of every subcommand (:mod:`pavenet.runtime.arguments`, :mod:`pavenet.cli.arguments`):
+a description and an example in ``--help``, the default of every option shown, numbers checked
+when parsing, sizes as ``--size H W``, ``--batch-size`` for batched work, did-you-mean for a
+misspelled command, option or choice, and a numbered output folder (``runs/predict2``) when the
+default one exists, unless ``--exist-ok``.
 """
 from __future__ import annotations
 
@@ -58,19 +65,31 @@ def apply_threads(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``pavenet`` parser: one subparser per :data:`COMMANDS` entry, all with the conventions
+    of :mod:`pavenet.runtime.arguments` (defaults in ``--help``, did-you-mean, ``--size H W``)."""
     from pavenet import __version__
+    from pavenet.cli.arguments import Parser, example_epilog
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="pavenet",
-        description="End-to-end multi-person pose estimation and tracking in video.",
+        description="End-to-end multi-person pose estimation and tracking in video.\n"
+                    "pavenet COMMAND --help shows the options and an example of each command.",
+        epilog=example_epilog("pavenet demo --minutes 5",
+                              "pavenet predict clip.mp4 --weights runs/demo/run_t3/last --render"),
     )
     parser.add_argument("--version", action="version", version=f"pavenet {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, module in COMMANDS.items():
         mod = importlib.import_module(f"pavenet.cli.{module}")
         sp = mod.add_parser(sub)
         sp.set_defaults(_module=mod)
     return parser
+
+
+def fail(command: str, message: str) -> int:
+    """Print ``pavenet COMMAND: error: MESSAGE`` to stderr (as argparse and :func:`main` do); returns 2."""
+    print(f"pavenet {command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._module.run(args) or 0)
     except (PavenetError, FileNotFoundError) as exc:
-        print(f"pavenet {args.command}: error: {user_message(exc)}", file=sys.stderr)
-        return 2
+        return fail(args.command, user_message(exc))
 
 
 if __name__ == "__main__":

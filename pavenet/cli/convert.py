@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
+from pavenet.cli.arguments import example_epilog
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a published PAVE-Net or PETR checkpoint to pavenet weights",
                        description="Convert a released PAVE-Net (exact network and test-time rule) or PETR "
-                                   "(COCO initialisation of a T-frame pavenet) checkpoint. Example: "
-                                   "pavenet convert petr_r50_16x2_100e_coco.pth --out weights/petr_r50")
+                                   "(COCO initialisation of a T-frame pavenet) checkpoint, reading it without "
+                                   "executing pickled code.",
+                       epilog=example_epilog("pavenet convert petr_r50_16x2_100e_coco.pth --out weights/petr_r50"))
     p.add_argument("src", help="the released checkpoint (.pth: an mmcv checkpoint or a bare state dict)")
     p.add_argument("--out", required=True, help="output folder (model.safetensors + config.yaml)")
     p.add_argument("--from", dest="layout", choices=["auto", "pavenet", "petr"], default="auto",

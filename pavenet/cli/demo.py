@@ -4,14 +4,27 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pavenet.cli.arguments import add_threads_argument, non_negative_int, positive_float, positive_int
+from pavenet.cli.arguments import (
+    add_output_arguments,
+    add_threads_argument,
+    example_epilog,
+    non_negative_int,
+    output_folder,
+    positive_float,
+    positive_int,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("demo", help="the whole system on built-in synthetic data (train, eval, render, report)")
+    p = sub.add_parser(
+        "demo", help="the whole system on built-in synthetic data (train, eval, render, report)",
+        description="Synthesise train / val / hard-val videos, train the tiny model within the time budget, "
+                    "evaluate it (mAP, MOTA), render an overlay video and write report.md, all into one folder.",
+        epilog=example_epilog("pavenet demo --minutes 5 --device cpu",
+                              "pavenet demo --ablation --out runs/demo_ablation"))
     p.add_argument("--minutes", type=positive_float, default=12.0,
                    help="time budget of the whole demo in minutes (default: 12; --ablation doubles training)")
-    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    add_output_arguments(p, "runs/demo", "output folder (data, runs, report)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     add_threads_argument(p)
     p.add_argument("--ablation", action="store_true", help="also train T=1 on the same budget and compare")
@@ -19,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--videos", type=positive_int, default=48, help="synthetic training videos (default: 48)")
     p.add_argument("--val-videos", type=non_negative_int, default=8, help="val and hard-val videos each (default: 8)")
     p.add_argument("--frames", type=positive_int, default=40, help="frames per video (default: 40)")
-    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                   help="config overrides (default: none)")
     return p
 
 
@@ -29,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
 
     apply_threads(args)
 
-    plan = DemoPlan(out=Path(args.out), minutes=args.minutes, device=args.device, ablation=args.ablation,
+    out = output_folder(args.out, args.exist_ok)
+    print(f"output folder: {out}", flush=True)
+    plan = DemoPlan(out=out, minutes=args.minutes, device=args.device, ablation=args.ablation,
                     config=args.config, train_videos=args.videos,
                     val_videos=args.val_videos, hard_videos=args.val_videos, frames=args.frames,
                     overrides=tuple(args.set))

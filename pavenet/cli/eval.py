@@ -5,6 +5,8 @@ import argparse
 import sys
 import warnings
 
+from pavenet.cli.arguments import example_epilog
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -13,10 +15,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Evaluate PoseTrack prediction files (one JSON per sequence, each in the PoseTrack18 "
                     "or the PoseTrack17 'annolist' layout) against ground truth exactly as "
                     "the official poseval code does, or COCO keypoint results with --coco.",
+        epilog=example_epilog("pavenet eval data/synthetic/annotations/val runs/test_val/predictions",
+                              "pavenet eval --coco data/synthetic/annotations/val/000048_synth.json "
+                              "runs/predict/000048_synth.coco.json"),
     )
     p.add_argument("gt", help="ground-truth folder (or, with --coco, the ground-truth JSON)")
     p.add_argument("pred", help="prediction folder (or, with --coco, the results JSON)")
-    p.add_argument("--json", metavar="OUT", help="also write the metrics to this JSON file")
+    p.add_argument("--json", metavar="OUT", help="also write the metrics to this JSON file (default: none)")
     p.add_argument("--no-tracking", action="store_true", help="skip MOTA (predictions need no track ids)")
     p.add_argument("--per-sequence", action="store_true", help="add per-sequence metrics to the JSON")
     p.add_argument("--strict", action="store_true",
@@ -43,12 +48,11 @@ def _run_posetrack(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pavenet.cli import fail
     from pavenet.runtime.files import atomic_write_json
 
     if args.coco and (args.no_tracking or args.per_sequence or args.strict):
-        print("pavenet eval: error: --coco cannot be combined with --no-tracking, --per-sequence or --strict",
-              file=sys.stderr)
-        return 2
+        return fail("eval", "--coco cannot be combined with --no-tracking, --per-sequence or --strict")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = _run_coco(args) if args.coco else _run_posetrack(args)

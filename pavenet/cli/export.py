@@ -10,27 +10,35 @@ streaming pair ``model.encoder.onnx`` / ``model.decoder.onnx`` (see
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
-from pavenet.cli.arguments import positive_int
+from pavenet.cli.arguments import add_size_argument, example_epilog, int_between
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("export", help="export the network to ONNX (clip graph and streaming encoder/decoder)")
+    p = sub.add_parser(
+        "export", help="export the network to ONNX (clip graph and streaming encoder/decoder)",
+        description="Export a checkpoint's network to ONNX for one network input size: the clip graph "
+                    "NAME.onnx and the streaming pair NAME.encoder.onnx / NAME.decoder.onnx (one encoder "
+                    "pass per frame), each carrying the config as metadata.",
+        epilog=example_epilog("pavenet export --weights runs/demo/run_t3/last --out export/model.onnx --size 192 192"))
     p.add_argument("config", nargs="?", default=None,
                    help="model config: a shipped name or a YAML path (default: the checkpoint's stored config)")
     p.add_argument("--weights", required=True, help="checkpoint (model.safetensors, its folder or a run folder)")
     p.add_argument("--out", default="model.onnx", help="clip graph path; the streaming pair goes next to it "
                                                        "as NAME.encoder.onnx and NAME.decoder.onnx")
-    p.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"), default=None,
-                   help="network input size after the test resize (default: that of a 1920x1080 video)")
-    p.add_argument("--opset", type=positive_int, default=18,
+    add_size_argument(p, "--size", default=None, minimum=32,
+                      help="network input size after the test resize, each side >= 32 "
+                           "(default: that of a 1920x1080 video)")
+    p.add_argument("--opset", type=int_between(18, 10_000), default=18,
                    help="ONNX opset, 18 up to the newest the installed onnx knows (default: 18)")
     p.add_argument("--dynamic-batch", action="store_true",
                    help="dynamic batch axis in the clip graph (the streaming pair always has one)")
     p.add_argument("--graphs", nargs="+", choices=["clip", "streaming"], default=["clip", "streaming"],
                    help="which graphs to write (default: both)")
-    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                   help="config overrides (default: none)")
     return p
 
 
@@ -57,12 +65,19 @@ def run(args: argparse.Namespace) -> int:
     opts = ExportOptions(h, w, args.opset, args.dynamic_batch)
     remove_stale(Path(args.out).parent)
     print(f"exporting for a {h}x{w} (H x W) network input, {cfg.model.num_frames} frames per clip")
-    written = []
     if "clip" in args.graphs:
-        written.append(export_clip(model, cfg, args.out, opts))
+        _timed("the clip graph", lambda: [export_clip(model, cfg, args.out, opts)])
     if "streaming" in args.graphs:
         stream_opts = ExportOptions(h, w, args.opset, dynamic_batch=True)
-        written.extend(export_streaming(model, cfg, args.out, stream_opts))
-    for path in written:
-        print(f"wrote {path}")
+        _timed("the streaming pair", lambda: export_streaming(model, cfg, args.out, stream_opts))
     return 0
+
+
+def _timed(what: str, export) -> None:
+    """Say what is exported, run ``export`` (-> written paths) and print each path with the time."""
+    print(f"exporting {what} ...", flush=True)
+    start = time.perf_counter()
+    written = export()
+    took = time.perf_counter() - start
+    for path in written:
+        print(f"wrote {path} ({what}: {took:.1f} s)", flush=True)

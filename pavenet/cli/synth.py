@@ -4,29 +4,25 @@ from __future__ import annotations
 import argparse
 import time
 
-from pavenet.cli.arguments import non_negative_int, positive_int
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 256x256, got {text!r}") from None
-    if w < 32 or h < 32:
-        raise argparse.ArgumentTypeError(f"size must be at least 32x32, got {text!r}")
-    return w, h
+from pavenet.cli.arguments import add_size_argument, example_epilog, non_negative_int, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("synth", help="generate synthetic multi-person videos (PoseTrack18 layout)")
+    p = sub.add_parser(
+        "synth", help="generate synthetic multi-person videos (PoseTrack18 layout)",
+        description="Write a synthetic dataset of multi-person videos in the PoseTrack18 layout "
+                    "(images/<split>/<seq>/*.jpg, annotations/<split>/<seq>.json): train and val "
+                    "splits, deterministic for a seed.",
+        epilog=example_epilog("pavenet synth data/synthetic --videos 8 --frames 20 --size 192 256"))
     p.add_argument("out_dir", help="dataset root to write (images/<split>/..., annotations/<split>/...)")
     p.add_argument("--videos", type=non_negative_int, default=20, help="number of training videos")
     p.add_argument("--val-videos", type=non_negative_int, default=None,
                    help="number of val videos (default: videos // 4, >= 1)")
     p.add_argument("--frames", type=positive_int, default=40, help="frames per video")
-    p.add_argument("--size", type=_size, default=(256, 256), help="frame size WxH")
+    add_size_argument(p, "--size", default=[256, 256], minimum=32,
+                      help="frame size, height and width (each >= 32; the older spelling WxH is accepted)")
     p.add_argument("--max-persons", type=positive_int, default=3, help="at most this many people per video")
-    p.add_argument("--seed", type=int, default=0, help="same seed and options give the same bytes")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="same seed and options give the same bytes")
     p.add_argument("--difficulty", choices=["easy", "hard", "temporal"], default="easy",
                    help="hard adds motion blur, defocus, passing occluders, blurred people; temporal "
                         "degrades single frames (blur, noise, occluders over joints, dropped frames) "
@@ -42,9 +38,10 @@ def run(args: argparse.Namespace) -> int:
 
     val = max(1, args.videos // 4) if args.val_videos is None else args.val_videos
     total = (args.videos + val) * args.frames
+    height, width = args.size
     start = time.perf_counter()
     with tqdm(total=total, unit="frame", desc="synth") as bar:
-        write_dataset(args.out_dir, args.videos, args.frames, args.size, args.max_persons, args.seed,
+        write_dataset(args.out_dir, args.videos, args.frames, (width, height), args.max_persons, args.seed,
                       args.difficulty, val_videos=val, labeled_every=args.labeled_every, progress=bar.update)
     elapsed = time.perf_counter() - start
     print(f"wrote {args.videos} train + {val} val videos ({total} frames, {total / elapsed:.0f} frames/s) "

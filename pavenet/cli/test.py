@@ -4,29 +4,87 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pavenet.cli.arguments import add_threads_argument, positive_int
+from pavenet.cli.arguments import add_batch_size_argument, add_output_arguments, add_threads_argument, example_epilog
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("test", help="predict a PoseTrack-layout split and report mAP / MOTA")
+    p = sub.add_parser(
+        "test", help="predict a PoseTrack-layout split and report mAP / MOTA",
+        description="Predict every sequence of a PoseTrack-layout split with tracking, write one prediction "
+                    "file per sequence and report the official mAP and MOTA (and the metrics as JSON).",
+        epilog=example_epilog("pavenet test synthetic_tiny --weights runs/synthetic_tiny/best "
+                              "--set data.root=data/synthetic"))
     p.add_argument("config", help="the config the model was trained with: a shipped config name or a YAML path")
     p.add_argument("--weights", required=True, help="checkpoint (model.safetensors, its folder or a run folder)")
-    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                   help="config overrides (default: none)")
     p.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
-    p.add_argument("--out", default=None, help="output folder (default: runs/test_<split>)")
+    add_output_arguments(p, "runs/test_<split>", "output folder (predictions/ and metrics.json)", computed=True)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     add_threads_argument(p)
-    p.add_argument("--batch-size", type=positive_int, default=1, help="windows per forward pass")
+    add_batch_size_argument(p, 1, "windows per forward pass")
     return p
 
 
+def _predict_share(est, sequences, batch_size: int, quiet: bool) -> dict[str, bytes]:
+    """The prediction files of this process's sequences: file name -> content."""
+    import tempfile
+
+    from tqdm import tqdm
+
+    from pavenet.engine.evaluate import predict_sequence
+
+    with tempfile.TemporaryDirectory(prefix="pavenet_test_") as tmp:
+        for seq in tqdm(sequences, desc="predict", unit="seq", disable=quiet, leave=False):
+            predict_sequence(est, seq, Path(tmp) / seq.source.name, batch_size)
+        return {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir())}
+
+
+def _evaluate_sharded(est, cfg, split: str, pred_dir: Path, batch_size: int, info) -> dict | None:
+    """Each process predicts its share of the sequences (:func:`pavenet.infer.sharding.shard`);
+    rank 0 writes every prediction file into ``pred_dir`` and evaluates (others get None)."""
+    import shutil
+
+    from pavenet.data.build import load_split
+    from pavenet.eval.posetrack import evaluate_posetrack
+    from pavenet.infer.sharding import gather, shard
+    from pavenet.runtime.files import atomic_write_bytes
+
+    gt_dir = Path(cfg.data.root) / "annotations" / split
+    if not gt_dir.is_dir():
+        raise FileNotFoundError(f"{gt_dir}: PoseTrack evaluation needs one ground-truth JSON per sequence here")
+    sequences = shard(load_split(cfg.data, split), info.rank, info.world_size)
+    parts = gather(_predict_share(est, sequences, batch_size, not info.is_main))
+    if not info.is_main:
+        return None
+    if pred_dir.exists():
+        shutil.rmtree(pred_dir)
+    pred_dir.mkdir(parents=True)
+    for part in parts:
+        for name, data in part.items():
+            atomic_write_bytes(pred_dir / name, data)
+    return evaluate_posetrack(gt_dir, pred_dir)
+
+
+def _shared_out(args: argparse.Namespace, split: str, main: bool) -> Path:
+    """The output folder, picked by rank 0 (a numbered one when the default exists)."""
+    from pavenet.cli.arguments import output_folder
+    from pavenet.infer.sharding import gather
+
+    out = str(output_folder(args.out, args.exist_ok, default=Path("runs") / f"test_{split}")) if main else None
+    return Path(gather(out)[0])
+
+
 def run(args: argparse.Namespace) -> int:
+    """Predict and evaluate a split; under torchrun the sequences are shared among the processes
+    and rank 0 evaluates (the same predictions and metrics as one process)."""
     from pavenet.cli import apply_threads
     from pavenet.config import load_config
     from pavenet.engine.evaluate import evaluate_split
     from pavenet.eval.posetrack import format_table
     from pavenet.infer.estimator import PoseEstimator
     from pavenet.model import build
+    from pavenet.runtime.distributed import cleanup, init_distributed
     from pavenet.runtime.files import atomic_write_json
     from pavenet.runtime.weights import load_model_weights
 
@@ -34,12 +92,20 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set)
     split = args.split or cfg.data.val_split
-    out = Path(args.out or Path("runs") / f"test_{split}")
-    model, _, _ = build(cfg)
-    load_model_weights(model, args.weights)
-    est = PoseEstimator.from_config(model, cfg, device=args.device)
-    result = evaluate_split(est, cfg, split, out / "predictions", batch_size=args.batch_size)
-    print(format_table(result))
-    atomic_write_json(out / "metrics.json", result)
-    print(f"predictions in {out / 'predictions'}, metrics in {out / 'metrics.json'}")
-    return 0
+    info = init_distributed(args.device)
+    try:
+        out = _shared_out(args, split, info.is_main)
+        model, _, _ = build(cfg)
+        load_model_weights(model, args.weights)
+        est = PoseEstimator.from_config(model, cfg, device=str(info.device) if info.distributed else args.device)
+        if info.distributed:
+            result = _evaluate_sharded(est, cfg, split, out / "predictions", args.batch_size, info)
+        else:
+            result = evaluate_split(est, cfg, split, out / "predictions", batch_size=args.batch_size)
+        if result is not None:
+            print(format_table(result))
+            atomic_write_json(out / "metrics.json", result)
+            print(f"predictions in {out / 'predictions'}, metrics in {out / 'metrics.json'}")
+        return 0
+    finally:
+        cleanup()

@@ -7,28 +7,37 @@ import sys
 import time
 from pathlib import Path
 
-from pavenet.cli.arguments import add_threads_argument, non_negative_float
+from pavenet.cli.arguments import add_batch_size_argument, add_threads_argument, example_epilog, non_negative_float
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("train", help="train a model from a YAML config (torchrun for several GPUs)")
+    p = sub.add_parser(
+        "train", help="train a model from a YAML config (torchrun for several GPUs)",
+        description="Train a model from a shipped config or a YAML file, with periodic validation and "
+                    "checkpoints in the run directory; an interrupted or time-limited run continues "
+                    "exactly with --resume. Several GPUs or machines: torchrun --nproc_per_node N -m pavenet train ...",
+        epilog=example_epilog("pavenet train synthetic_tiny --set data.root=data/synthetic --minutes 10",
+                              "pavenet train synthetic_tiny --resume runs/synthetic_tiny"))
     p.add_argument("config", help="a shipped config name (e.g. synthetic_tiny, pavenet_r50) or a YAML path")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override config values with dotted keys, e.g. train.lr=1e-4")
+                   help="override config values with dotted keys, e.g. train.lr=1e-4 (default: none)")
     p.add_argument("--out", default=None, help="run directory (default: runs/<config name>; a folder that holds "
                                                "a run is refused unless --resume or --exist-ok)")
-    p.add_argument("--resume", default=None, help="run directory or checkpoint to continue exactly")
+    p.add_argument("--resume", default=None, help="run directory or checkpoint to continue exactly (default: none)")
     p.add_argument("--exist-ok", action="store_true",
                    help="start a new run in an --out folder that holds a run (its checkpoints are kept)")
     p.add_argument("--allow-unsafe-pickle", action="store_true",
                    help="--resume from a train_state.pt of an older pavenet: unpickling it runs any code the "
                         "file holds, use it only for run folders you trust")
-    p.add_argument("--weights", default=None, help="initialise from a checkpoint (another T allowed)")
+    p.add_argument("--weights", default=None,
+                   help="initialise from a checkpoint (another T allowed; default: the config's initialisation)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
     add_threads_argument(p)
     p.add_argument("--minutes", type=non_negative_float, default=0.0,
-                   help="stop (with a checkpoint) after this time")
+                   help="stop (with a checkpoint) after this time (default: 0, no time limit)")
     p.add_argument("--no-val", action="store_true", help="skip periodic validation")
+    add_batch_size_argument(p, None, "clips per step and process, the same as --set data.batch_size=N "
+                                     "(default: the config's data.batch_size)")
     return p
 
 
@@ -53,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
     apply_threads(args)
 
-    cfg = load_config(args.config, args.set)
+    batch = [f"data.batch_size={args.batch_size}"] if args.batch_size is not None else []
+    cfg = load_config(args.config, [*args.set, *batch])
     out = _out_dir(args)
     check_run_dir(out, args.resume, args.exist_ok)
     dist = init_distributed(args.device)

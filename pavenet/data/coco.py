@@ -26,7 +26,7 @@ from pavenet.data import fields
 from pavenet.data.clips import DataError, ParamFn, RawClip, make_item
 from pavenet.data.images import IMAGE_ERRORS, open_rgb8
 from pavenet.data.joints import COCO, coco_to_model
-from pavenet.data.posetrack import AnnotationError, _read_json
+from pavenet.data.posetrack import AnnotationError, read_json
 
 
 def _persons(anns: object, path: Path) -> dict[int, list[dict]]:
@@ -66,7 +66,7 @@ class CocoPseudoVideo(torch.utils.data.Dataset):
     def __init__(self, annotation_file: str | Path, image_dir: str | Path, num_frames: int,
                  params_fn: ParamFn, max_angle: float = 5.0, skip_bad: bool = False) -> None:
         path = Path(annotation_file)
-        data = _read_json(path)
+        data = read_json(path)
         if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
             raise AnnotationError(f"{path}: expected a COCO dict with 'images' and 'annotations'")
         persons = _persons(data["annotations"], path)

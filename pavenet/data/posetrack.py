@@ -72,7 +72,8 @@ class Sequence:
         return (f.width, f.height) if f.width and f.height else None
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """The JSON content of ``path``; :class:`AnnotationError` naming the file when it is unreadable."""
     try:
         with open(path, "r", encoding="utf-8") as fh:
             return json.load(fh)
@@ -176,7 +177,7 @@ def load_sequences_from_file(path: str | Path, image_root: str | Path | None = N
     and, when ``require_labeled``, on a sequence without a labelled frame.
     """
     path = Path(path)
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
         raise AnnotationError(f"{path}: expected a COCO-style dict with 'images' and 'annotations'")
     root = Path(image_root) if image_root is not None else path.parent.parent.parent

@@ -22,7 +22,7 @@ from typing import Any, Optional
 import numpy as np
 
 from pavenet.data.joints import POSETRACK18, JointSet
-from pavenet.data.posetrack import AnnotationError, Frame, Person, Sequence, _read_json
+from pavenet.data.posetrack import AnnotationError, Frame, Person, Sequence, read_json
 
 #: ``POSETRACK17.names[i]`` is the joint with id ``i`` in a PoseTrack17 file; it is also the order
 #: of the official evaluator's tables. ``head_bottom`` is the official code's "neck".
@@ -192,7 +192,7 @@ def load_posetrack17(path: str | Path, image_root: str | Path | None = None) -> 
     ``pavenet.eval.writers.write_annolist_predictions`` expects).
     """
     path = Path(path)
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("annolist"), list):
         raise AnnotationError(f"{path}: expected a dict with an 'annolist' list")
     root = Path(image_root) if image_root is not None else path.parent.parent.parent

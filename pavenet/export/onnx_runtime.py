@@ -8,12 +8,12 @@ post-processor and tracker are therefore the same code for both backends.
 
 Each graph pair is exported for one network input size. Built :meth:`from_export` (files
 written by ``pavenet export``), a frame of another size is an error naming the file and both
-sizes; built :meth:`from_checkpoint`, the pair for a new size is exported on first use into a
-temporary folder.
+sizes; built :meth:`from_checkpoint`, the pair for a new size is exported on first use and kept in
+the user's cache (:mod:`pavenet.export.onnx_cache`), so the next run with the same checkpoint and
+size loads it instead of exporting again.
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -22,16 +22,11 @@ import torch
 from torch import Tensor
 
 from pavenet.config import Config, config_from_dict
-from pavenet.export.onnx_export import (
-    CLIP_OUTPUTS,
-    MEMORY_OUTPUTS,
-    ExportOptions,
-    export_streaming,
-    read_onnx_metadata,
-    streaming_paths,
-)
+from pavenet.export.onnx_cache import StreamingPairCache
+from pavenet.export.onnx_export import CLIP_OUTPUTS, MEMORY_OUTPUTS, read_onnx_metadata, streaming_paths
 from pavenet.model.encoder import FrameMemory
 from pavenet.model.loading import load_checkpoint_model
+from pavenet.runtime.checkpoint import resolve_checkpoint
 from pavenet.runtime.device import DeviceError
 
 Size = tuple[int, int]
@@ -87,10 +82,8 @@ class OnnxRuntimeNetwork:
     """Encode frames and decode clips with ONNX Runtime on the CPU (see the module docstring)."""
 
     def __init__(self, pair: Optional[_Pair], config: Config, exporter: Optional[Exporter] = None,
-                 threads: Optional[int] = None, source: str = "",
-                 workdir: Optional[tempfile.TemporaryDirectory] = None) -> None:
+                 threads: Optional[int] = None, source: str = "") -> None:
         self.config, self.source = config, source
-        self._workdir = workdir  # holds the on-demand exports; removed with the network
         self.num_frames = int(config.model.num_frames)
         self._exporter, self._threads = exporter, threads
         self._pairs: dict[Size, _Pair] = {pair.size: pair} if pair is not None else {}
@@ -104,16 +97,14 @@ class OnnxRuntimeNetwork:
         return cls(pair, cfg, threads=threads, source=str(encoder))
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, threads: Optional[int] = None) -> "OnnxRuntimeNetwork":
-        """Export the checkpoint's streaming pair for each input size when it is first needed."""
+    def from_checkpoint(cls, path: str | Path, threads: Optional[int] = None,
+                        cache_root: Optional[Path] = None) -> "OnnxRuntimeNetwork":
+        """Export the checkpoint's streaming pair for each input size when it is first needed,
+        or load it from the cache (``cache_root``: default ``~/.cache/pavenet/onnx``, see
+        :mod:`pavenet.export.onnx_cache`)."""
         model, cfg = load_checkpoint_model(str(path))
-        folder = tempfile.TemporaryDirectory(prefix="pavenet-onnx-")
-
-        def exporter(size: Size) -> tuple[Path, Path]:
-            out = Path(folder.name) / f"model_{size[0]}x{size[1]}.onnx"
-            return export_streaming(model, cfg, out, ExportOptions(*size, dynamic_batch=True))
-
-        return cls(None, cfg, exporter, threads, source=str(path), workdir=folder)
+        exporter = StreamingPairCache(resolve_checkpoint(path), model, cfg, root=cache_root)
+        return cls(None, cfg, exporter, threads, source=str(path))
 
     # the slice of the nn.Module interface PoseEstimator calls
     def to(self, device: str | torch.device) -> "OnnxRuntimeNetwork":

@@ -1,6 +1,9 @@
-"""Video inference building blocks: video sources and streaming decoding (``video_io``), overlay
-video writing (``video_writer``), window layout (``windows``), track ids across windows
-(``linker``) and optional keypoint smoothing (``smoothing``); ``compiled`` runs a network through
+"""Video inference building blocks: video sources and streaming decoding (``video_io``,
+``decoding``, ``live_source`` for webcams and stream URLs), overlay video writing
+(``video_writer``), window layout (``windows``), track ids across windows (``linker``), optional
+keypoint smoothing (``smoothing``), tracker settings from YAML (``tracker_config``), the per-frame
+results (``results``), the track summary (``track_summary``), the ``--show`` window (``display``)
+and sharing inputs among torchrun processes (``sharding``); ``compiled`` runs a network through
 ``torch.compile``.
 
 The compile mode names live here, free of torch imports, so that command-line parsers can offer

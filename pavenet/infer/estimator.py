@@ -6,59 +6,33 @@ spatial encoder run ONCE per frame, and the per-frame memories are cached and re
 forward pass. Every frame is the key frame of one window, so every frame gets predictions;
 near the ends of a video, the slots that fall outside it show the key frame (as in training).
 Track ids come from :class:`WindowLinker`.
+
+Live input (a webcam or a stream URL, or ``causal=True``) uses causal windows: frame ``t``'s
+window is complete, and its result given, as soon as frame ``t`` is in (the future slots show
+frame ``t``, :mod:`pavenet.infer.windows`), a latency of 0 frames instead of ``T // 2 * stride``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
 
-from pavenet.data.joints import MODEL
 from pavenet.data.transforms import resize_frames, resized_size
 from pavenet.export.onnx_runtime import OnnxRuntimeNetwork
 from pavenet.infer.compiled import CompiledNetwork
 from pavenet.infer.linker import LinkerConfig, WindowLinker, WindowPeople
+from pavenet.infer.results import FramePrediction, PersonPrediction  # re-exported: the results API
 from pavenet.infer.smoothing import KeypointSmoother, SmoothingConfig
-from pavenet.infer.video_io import FrameStream, VideoSource, resolve_input
+from pavenet.infer.tracker_config import TrackerConfig, load_tracker_config
+from pavenet.infer.video_io import DEFAULT_FRAMES_FPS, FrameStream, VideoSource, resolve_input
 from pavenet.infer.windows import SlidingWindows, Window
 from pavenet.model.encoder import FrameMemory
 from pavenet.model.loading import load_checkpoint_model
 from pavenet.model.postprocess import build_postprocessor
 from pavenet.runtime.device import autocast_context, pick_device
 from pavenet.runtime.threads import choose_threads
-
-
-@dataclass
-class PersonPrediction:
-    """One person in one frame: track id, keypoints (J, 3) = x, y pixels and joint score."""
-
-    track_id: int
-    keypoints: np.ndarray
-    score: float
-
-
-@dataclass
-class FramePrediction:
-    """The people of one frame; ``image`` is the decoded RGB frame when requested.
-
-    ``best_score``: the highest person score the network gave in this frame, tracked or not
-    (0 when it proposed nobody), so that an empty frame can say how far the best guess was
-    from the score threshold.
-    """
-
-    index: int
-    people: list[PersonPrediction]
-    image: Optional[np.ndarray] = field(default=None, repr=False)
-    best_score: float = 0.0
-
-    def arrays(self) -> tuple[np.ndarray, list[int]]:
-        """(keypoints (N, J, 3), track ids) of the frame's people, e.g. for drawing."""
-        if not self.people:
-            return np.zeros((0, len(MODEL), 3), np.float32), []
-        return np.stack([p.keypoints for p in self.people]), [p.track_id for p in self.people]
 
 
 class PoseEstimator:
@@ -100,8 +74,17 @@ class PoseEstimator:
                     **kwargs: Any) -> "PoseEstimator":
         """An estimator with the test-time resize, clip stride, top-k and person-score threshold of
         a :class:`pavenet.config.Config`. The threshold is applied by the linker (so a call can
-        lower it), the post-processor keeps the top-k."""
+        lower it), the post-processor keeps the top-k. ``tracker``: a
+        :class:`pavenet.infer.tracker_config.TrackerConfig` or its YAML path (linker and smoothing
+        settings; the config's score threshold unless the tracker sets one)."""
         kwargs.setdefault("stride", cfg.data.frame_stride)
+        tracker = kwargs.pop("tracker", None)
+        if tracker is not None:
+            if "linker" in kwargs:
+                raise ValueError("give the tracker settings as tracker= or as linker=, not both")
+            tracker = tracker if isinstance(tracker, TrackerConfig) else load_tracker_config(tracker)
+            kwargs["linker"] = tracker.linker_for(cfg.postprocess.score_threshold)
+            kwargs.setdefault("smoothing", tracker.smoothing)
         kwargs.setdefault("linker", LinkerConfig(score_threshold=cfg.postprocess.score_threshold))
         kwargs.setdefault("resize", cfg.data.test_resize)
         post = build_postprocessor(cfg, score_threshold=0.0)
@@ -160,41 +143,84 @@ class PoseEstimator:
         window = Window(key=self.num_frames // 2, frames=tuple(range(len(frames))), items=tuple(items))
         return self.decode_windows([window], frames[0].shape[:2])[0]
 
-    def predict_video(self, source: str | Path | VideoSource, batch_size: int = 1,
+    def predict_video(self, source: str | Path | VideoSource | FrameStream, batch_size: int = 1,
                       score_threshold: Optional[float] = None, keep_images: bool = False,
-                      queue_size: int = 8) -> Iterator[FramePrediction]:
-        """Stream the tracked people of every frame of a video file or a folder of frames."""
-        if not isinstance(source, VideoSource):
-            sources = resolve_input(str(source))
-            if len(sources) != 1:
-                raise ValueError(f"{source}: expected one video, found {len(sources)}")
-            source = sources[0]
-        with FrameStream(source, queue_size=queue_size) as stream:
-            yield from self.predict_frames(stream, batch_size, score_threshold, keep_images,
-                                           fps=float(stream.rate))
+                      queue_size: int = 8, causal: Optional[bool] = None,
+                      drop_frames: bool = False) -> Iterator[FramePrediction]:
+        """Stream the tracked people of every frame of a video file, a folder of frames, an image,
+        or a live source (``"0"`` for a webcam, a stream URL, or an opened :class:`FrameStream`).
+
+        ``causal`` (default: for live sources only): causal windows, each frame's result as soon
+        as the frame is in; from a live source, frames already waiting are decoded together (up to
+        ``batch_size``), so a slow model catches up. ``drop_frames``: a live source drops the
+        oldest waiting frame when ``queue_size`` frames wait (so the lag stays bounded); the
+        timestamps show the gaps. Timestamps: seconds since the first frame.
+        """
+        if not isinstance(source, FrameStream):
+            source = _one_source(source)
+            source = FrameStream(source, queue_size=queue_size, drop_frames=drop_frames and source.live)
+        stream = source
+        live = stream.source.live
+        times: dict[int, float] = {}
+
+        def frames() -> Iterator[np.ndarray]:
+            for index, (frame, seconds) in enumerate(stream.timed()):
+                times[index] = seconds
+                yield frame
+
+        with stream:
+            yield from self._stream(frames(), batch_size, score_threshold, keep_images, float(stream.rate),
+                                    live if causal is None else causal, times.pop,
+                                    (lambda: stream.pending == 0) if live else None)
 
     def predict_frames(self, frames: Iterable[np.ndarray], batch_size: int = 1,
                        score_threshold: Optional[float] = None, keep_images: bool = False,
-                       fps: float = 25.0) -> Iterator[FramePrediction]:
-        """Tracked people of every frame of an iterable of RGB frames (one video)."""
+                       fps: Optional[float] = None, causal: bool = False) -> Iterator[FramePrediction]:
+        """Tracked people of every frame of an iterable of RGB frames (one video).
+
+        For live input (a generator of camera frames), pass ``causal=True``: each frame's result
+        comes as soon as the frame is in, after ``batch_size`` frames at most (1: at once).
+        ``fps`` gives the timestamps (``index / fps``; None without it) and the smoothing's rate.
+        """
+        def time_of(index: int) -> Optional[float]:
+            return index / fps if fps else None
+
+        yield from self._stream(iter(frames), batch_size, score_threshold, keep_images,
+                                float(fps or DEFAULT_FRAMES_FPS), causal, time_of, None)
+
+    def _stream(self, frames: Iterator[np.ndarray], batch_size: int, score_threshold: Optional[float],
+                keep_images: bool, fps: float, causal: bool, time_of: Callable[[int], Optional[float]],
+                flush_when: Optional[Callable[[], bool]]) -> Iterator[FramePrediction]:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         linker_cfg = self.linker_cfg
         if score_threshold is not None:
             linker_cfg = LinkerConfig(**{**linker_cfg.__dict__, "score_threshold": score_threshold})
-        run = _VideoRun(self, WindowLinker(linker_cfg), batch_size, keep_images,
-                        KeypointSmoother(self.smoothing, fps) if self.smoothing and self.smoothing.enabled else None)
+        smoother = (KeypointSmoother(self.smoothing, fps)
+                    if self.smoothing and self.smoothing.enabled else None)
+        run = _VideoRun(self, WindowLinker(linker_cfg), batch_size, keep_images, smoother,
+                        SlidingWindows(self.num_frames, self.stride, causal), time_of, flush_when)
         yield from run.process(frames)
+
+
+def _one_source(source: str | Path | VideoSource) -> VideoSource:
+    if isinstance(source, VideoSource):
+        return source
+    sources = resolve_input(str(source))
+    if len(sources) != 1:
+        raise ValueError(f"{source}: expected one video, found {len(sources)}")
+    return sources[0]
 
 
 class _VideoRun:
     """State of one streaming pass over a video."""
 
     def __init__(self, est: PoseEstimator, linker: WindowLinker, batch_size: int, keep_images: bool,
-                 smoother: Optional[KeypointSmoother]):
+                 smoother: Optional[KeypointSmoother], windows: SlidingWindows,
+                 time_of: Callable[[int], Optional[float]], flush_when: Optional[Callable[[], bool]]):
         self.est, self.linker, self.batch_size = est, linker, batch_size
         self.keep_images, self.smoother = keep_images, smoother
-        self.windows = SlidingWindows(est.num_frames, est.stride)
+        self.windows, self.time_of, self.flush_when = windows, time_of, flush_when
         self.images: dict[int, np.ndarray] = {}
         self.ready: list[Window] = []
         self.orig_size: Optional[tuple[int, int]] = None
@@ -209,7 +235,7 @@ class _VideoRun:
                 self.images[count] = frame
             chunk.append(frame)
             count += 1
-            if len(chunk) == self.batch_size:
+            if len(chunk) == self.batch_size or (self.flush_when is not None and self.flush_when()):
                 yield from self._push(chunk, final=False)
                 chunk = []
         if count == 0:
@@ -224,7 +250,8 @@ class _VideoRun:
                 self.ready.extend(self.windows.push(item))
         if final:
             self.ready.extend(self.windows.finish())
-        while len(self.ready) >= self.batch_size or (final and self.ready):
+        flush = final or self.windows.causal  # causal windows: every pushed frame's result now
+        while len(self.ready) >= self.batch_size or (flush and self.ready):
             batch, self.ready = self.ready[:self.batch_size], self.ready[self.batch_size:]
             yield from self._link(batch)
 
@@ -240,4 +267,5 @@ class _VideoRun:
             persons = [PersonPrediction(ids[i], keypoints[n].astype(np.float32), float(people.scores[i]))
                        for n, i in enumerate(kept)]
             best = float(np.max(people.scores)) if len(people) else 0.0
-            yield FramePrediction(window.key, persons, self.images.pop(window.key, None), best)
+            yield FramePrediction(window.key, persons, self.images.pop(window.key, None), best,
+                                  self.time_of(window.key))

@@ -5,7 +5,8 @@ name. Sources whose names clash get their path relative to the folder that holds
 instead: ``a/seq`` and ``b/seq`` give ``a/seq`` and ``b/seq``; ``x/000000.jpg`` and
 ``y/000000.jpg`` give ``x/000000`` and ``y/000000``. Where that still clashes (``seq.mp4`` beside
 a folder of frames ``seq``, ``a.mp4`` beside ``a.avi``) the files keep their extension:
-``seq.mp4`` and ``seq``.
+``seq.mp4`` and ``seq``. Live sources of the same name (``http://a/cam.ts``, ``http://b/cam.ts``)
+are numbered: ``cam``, ``cam_2``.
 """
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ def _relative(group: list[VideoSource]) -> list[PurePosixPath]:
 def output_names(sources: Sequence[VideoSource]) -> list[str]:
     """The output name (a relative POSIX path) of each source, distinct for distinct sources."""
     names = [_stem(PurePosixPath(s.path.name), s) for s in sources]
+    live = Counter()
+    for index, source in enumerate(sources):
+        if source.live:
+            live[names[index]] += 1
+            names[index] += f"_{live[names[index]]}" if live[names[index]] > 1 else ""
     clashing: dict[str, list[int]] = defaultdict(list)
     for index, name in enumerate(names):
         clashing[name].append(index)

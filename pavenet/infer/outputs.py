@@ -1,11 +1,16 @@
 """Writing one video's tracked predictions: PoseTrack18 JSON, COCO results JSON, CSV.
 
-All writers are atomic (temporary file in the target folder, then rename).
+Image ids are the run's own (:func:`image_id`), or, given the ground truth's image entry of each
+frame (:func:`pavenet.infer.image_ids.ground_truth_entries`), the ground truth's: the PoseTrack
+JSON then lists those entries and the COCO results refer to them, so both evaluate against that
+ground truth as written. All writers are atomic (temporary file in the target folder, then rename).
 """
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Optional
 
 from pavenet.data.joints import MODEL
 from pavenet.eval.writers import PredictedPerson, write_coco_results, write_posetrack_predictions
@@ -29,11 +34,14 @@ def image_entries(name: str, video_index: int, num_frames: int) -> list[dict]:
     ]
 
 
-def to_people(frames: list[FramePrediction], video_index: int) -> list[PredictedPerson]:
-    return [
-        PredictedPerson(image_id(video_index, f.index), p.track_id, p.keypoints, p.score)
-        for f in frames for p in f.people
-    ]
+def to_people(frames: list[FramePrediction], video_index: int,
+              images: Optional[Sequence[dict]] = None) -> list[PredictedPerson]:
+    """The people of every frame, with the run's image ids or those of ``images`` (one entry per
+    frame index)."""
+    def frame_id(index: int) -> int:
+        return image_id(video_index, index) if images is None else int(images[index]["id"])
+
+    return [PredictedPerson(frame_id(f.index), p.track_id, p.keypoints, p.score) for f in frames for p in f.people]
 
 
 def write_csv(path: Path, frames: list[FramePrediction]) -> None:
@@ -58,12 +66,16 @@ def output_files(out_dir: Path, name: str, formats: tuple[str, ...]) -> dict[str
 
 
 def write_outputs(out_dir: Path, name: str, video_index: int, frames: list[FramePrediction],
-                  formats: tuple[str, ...]) -> list[Path]:
-    """Write the requested formats for one video; returns the written paths."""
-    people = to_people(frames, video_index)
+                  formats: tuple[str, ...], images: Optional[Sequence[dict]] = None) -> list[Path]:
+    """Write the requested formats for one video; returns the written paths. ``images``: the
+    ground truth's image entry of each frame (None: the run's own ids and entries)."""
+    if images is not None and len(images) < len(frames):
+        raise ValueError(f"{name}: {len(images)} ground-truth image entries for {len(frames)} frames")
+    people = to_people(frames, video_index, images)
     files = output_files(out_dir, name, formats)
     if "posetrack" in files:
-        write_posetrack_predictions(files["posetrack"], image_entries(name, video_index, len(frames)), people)
+        entries = image_entries(name, video_index, len(frames)) if images is None else list(images[:len(frames)])
+        write_posetrack_predictions(files["posetrack"], entries, people)
     if "coco" in files:
         write_coco_results(files["coco"], people)
     if "csv" in files:

@@ -1,16 +1,19 @@
 """Video inputs: resolve paths/globs to sources and stream their frames.
 
-A *source* is one video file, one folder of frames or one image (a video of one frame).
+A *source* is one video file, one folder of frames, one image (a video of one frame) or a live
+source (a webcam or a stream URL, :mod:`pavenet.infer.live_source`).
 :func:`resolve_input` turns one command line input (a video file, an image, a folder of frames,
-a folder of videos or a glob) into sources.
-:class:`FrameStream` decodes a source in a background thread (PyAV for videos, Pillow for
-frame folders) into a bounded queue, so memory does not depend on the length of the video.
+a folder of videos, a glob, a webcam index or a stream URL) into sources.
+:class:`FrameStream` decodes a source in a background thread (PyAV for videos and live sources,
+Pillow for frame folders) into a bounded queue, so memory does not depend on the length of the
+video, and gives each frame its time in seconds since the first frame.
 
 Every problem raises :class:`VideoInputError` with a message that names the input.
 """
 from __future__ import annotations
 
 import glob
+import math
 import os
 import queue
 import re
@@ -18,43 +21,58 @@ import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Iterator, Literal, Optional, Sequence
 
 import av
 import numpy as np
-from PIL import Image
 
-from pavenet.data.images import IMAGE_ERRORS, open_rgb8
-from pavenet.errors import PavenetError
+from pavenet.infer.decoding import (DEFAULT_FRAMES_FPS, Timed, VideoInputError, decode_files, decode_live,
+                                    decode_video, read_image, stream_rate)
+from pavenet.infer.live_source import LiveSpec, live_spec, open_live
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
-#: Frame rate assumed for a folder of frames (PoseTrack sequences are roughly 25-30 fps).
-DEFAULT_FRAMES_FPS = Fraction(25)
-
-
-class VideoInputError(PavenetError, RuntimeError):
-    """An input cannot be read; the message names the input and the problem."""
 
 
 @dataclass(frozen=True)
 class VideoSource:
-    """One video file, one folder of frames or one image (a one-frame video)."""
+    """One video file, one folder of frames, one image (a one-frame video) or a live source.
+
+    A live source's ``path`` is its output name only; FFmpeg opens ``url`` (a stream URL or a
+    device) with the input ``format`` (None: guessed).
+    """
 
     path: Path
-    kind: Literal["video", "frames", "image"]
+    kind: Literal["video", "frames", "image", "live"]
+    url: str = ""
+    format: Optional[str] = None
 
     @property
     def name(self) -> str:
         """Name for output files: the file stem or the folder name."""
         return self.path.name if self.kind == "frames" else self.path.stem
 
+    @property
+    def live(self) -> bool:
+        return self.kind == "live"
+
+    @property
+    def label(self) -> str:
+        """How messages name the source: its path, or a live source's URL."""
+        return self.url if self.live else str(self.path)
+
+    @property
+    def key(self) -> str:
+        """What makes two sources the same: the absolute path, or the URL."""
+        return self.url if self.live else os.path.abspath(self.path)
+
 
 def _natural_key(path: Path) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
 
 
-def _children(folder: Path, suffixes: frozenset[str]) -> list[Path]:
+def folder_files(folder: Path, suffixes: frozenset[str]) -> list[Path]:
+    """The files of ``folder`` with one of ``suffixes``, in natural order (frame2 before frame10)."""
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes]
     return sorted(files, key=_natural_key)
 
@@ -63,9 +81,9 @@ def _resolve_path(path: Path, spec: str) -> list[VideoSource]:
     if path.is_file():
         return [VideoSource(path, "image" if path.suffix.lower() in IMAGE_SUFFIXES else "video")]
     if path.is_dir():
-        if _children(path, IMAGE_SUFFIXES):
+        if folder_files(path, IMAGE_SUFFIXES):
             return [VideoSource(path, "frames")]
-        videos = _children(path, VIDEO_SUFFIXES)
+        videos = folder_files(path, VIDEO_SUFFIXES)
         if videos:
             return [VideoSource(v, "video") for v in videos]
         raise VideoInputError(
@@ -75,8 +93,14 @@ def _resolve_path(path: Path, spec: str) -> list[VideoSource]:
 
 
 def resolve_input(spec: str) -> list[VideoSource]:
-    """Sources of one input: a video file, an image, a folder of frames, a folder of videos or a
-    glob (each image it matches is its own one-frame source)."""
+    """Sources of one input: a video file, an image, a folder of frames, a folder of videos, a
+    glob (each image it matches is its own one-frame source), a webcam index or a stream URL."""
+    try:
+        live = live_spec(spec, os.path.exists(spec))
+    except ValueError as exc:
+        raise VideoInputError(str(exc)) from None
+    if live is not None:
+        return [VideoSource(Path(live.name), "live", live.url, live.format)]
     if glob.has_magic(spec):
         matches = sorted(glob.glob(spec), key=lambda p: _natural_key(Path(p)))
         if not matches:
@@ -101,9 +125,8 @@ def resolve_inputs(specs: Sequence[str]) -> tuple[list[VideoSource], list[VideoI
             errors.append(exc)
             continue
         for source in found:
-            key = os.path.abspath(source.path)
-            if key not in seen:
-                seen.add(key)
+            if source.key not in seen:
+                seen.add(source.key)
                 sources.append(source)
     return sources, errors
 
@@ -122,74 +145,49 @@ class VideoInfo:
         return float(self.rate)
 
 
+def _container_info(container: av.container.InputContainer, label: str) -> VideoInfo:
+    if not container.streams.video:
+        raise VideoInputError(f"{label}: no video stream")
+    stream = container.streams.video[0]
+    return VideoInfo(stream_rate(stream), stream.codec_context.width, stream.codec_context.height,
+                     stream.frames or None)
+
+
+def _open_live(source: VideoSource) -> tuple[av.container.InputContainer, VideoInfo]:
+    """An opened live source and what it declares (no frame count: it has no end)."""
+    try:
+        container = open_live(LiveSpec(source.url, source.format, source.name))
+    except (av.FFmpegError, OSError) as exc:
+        raise VideoInputError(f"{source.url}: cannot open the live source ({exc})") from exc
+    try:
+        info = _container_info(container, source.url)
+    except VideoInputError:
+        container.close()
+        raise
+    return container, VideoInfo(info.rate, info.width, info.height, None)
+
+
 def probe(source: VideoSource, frames_rate: Fraction = DEFAULT_FRAMES_FPS) -> VideoInfo:
     """Frame rate, size and (when the container declares it) frame count of a source.
 
-    A folder of frames or an image has no frame rate of its own; it gets ``frames_rate``.
+    A folder of frames or an image has no frame rate of its own; it gets ``frames_rate``. A live
+    source is opened and closed again (its size may be 0 until a frame is decoded).
     """
     if source.kind in ("frames", "image"):
-        files = [source.path] if source.kind == "image" else _children(source.path, IMAGE_SUFFIXES)
+        files = [source.path] if source.kind == "image" else folder_files(source.path, IMAGE_SUFFIXES)
         if not files:
             raise VideoInputError(f"{source.path}: folder contains no images")
-        width, height = _read_image(files[0]).shape[1::-1]
+        width, height = read_image(files[0]).shape[1::-1]
         return VideoInfo(Fraction(frames_rate), width, height, len(files))
+    if source.live:
+        container, info = _open_live(source)
+        container.close()
+        return info
     try:
         with av.open(str(source.path)) as container:
-            if not container.streams.video:
-                raise VideoInputError(f"{source.path}: no video stream")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or DEFAULT_FRAMES_FPS
-            return VideoInfo(Fraction(rate), stream.codec_context.width,
-                             stream.codec_context.height, stream.frames or None)
+            return _container_info(container, str(source.path))
     except av.FFmpegError as exc:
         raise VideoInputError(f"{source.path}: unreadable video ({exc})") from exc
-
-
-def _read_image(path: Path) -> np.ndarray:
-    try:
-        return np.asarray(open_rgb8(path))
-    except Image.DecompressionBombError as exc:
-        raise VideoInputError(f"{path}: image too large to decode safely ({exc})") from exc
-    except IMAGE_ERRORS as exc:
-        raise VideoInputError(f"{path}: unreadable image ({exc})") from exc
-
-
-def _declared_end(stream: av.video.stream.VideoStream) -> float | None:
-    """Seconds at which the stream says it ends (start + duration); None when it does not say."""
-    if not stream.duration or stream.time_base is None:
-        return None
-    return float((stream.start_time or 0) * stream.time_base + stream.duration * stream.time_base)
-
-
-def _decode_video(path: Path, declared: int | None) -> Iterator[np.ndarray]:
-    """Frames of a video file. A file that ends before its declared frame count, or (when it
-    declares no count, as fragmented MP4 does) before its declared duration, is truncated: threaded
-    decoding drops the error of a cut-off last packet, so the frames are counted against both."""
-    count, end, reached = 0, None, None
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            end, step = _declared_end(stream), 1.0 / float(stream.average_rate or DEFAULT_FRAMES_FPS)
-            for frame in container.decode(stream):
-                count += 1
-                if frame.time is not None:
-                    reached = frame.time + step
-                yield frame.to_ndarray(format="rgb24")
-    except av.FFmpegError as exc:
-        raise VideoInputError(f"{path}: decoding failed after {count} frames ({exc})") from exc
-    if declared is not None and count < declared:
-        raise VideoInputError(f"{path}: truncated video, decoded {count} of {declared} frames")
-    if count == 0:
-        raise VideoInputError(f"{path}: the video has no decodable frames")
-    if declared is None and end is not None and reached is not None and reached < end - 1.5 * step:
-        raise VideoInputError(f"{path}: truncated video, decoded {count} frames up to {reached:.2f} s "
-                              f"of {end:.2f} s")
-
-
-def _decode_frames(folder: Path) -> Iterator[np.ndarray]:
-    for file in _children(folder, IMAGE_SUFFIXES):
-        yield _read_image(file)
 
 
 _END = object()
@@ -202,16 +200,27 @@ class FrameStream:
     is handing over). Errors in the decoder are raised by the iterator as
     :class:`VideoInputError`, as is a frame whose size differs from the first frame's.
     Use as a context manager, or call :meth:`close` when stopping early. ``frames_rate`` is the
-    frame rate given to a folder of frames.
+    frame rate given to a folder of frames. :meth:`timed` yields ``(frame, seconds since the
+    first frame)``: from the container's timestamps, else ``index / rate``.
+
+    A live source is opened here (so that :attr:`info` holds its frame rate). With
+    ``drop_frames=True`` a decoder that finds the queue full drops the oldest waiting frame
+    instead of waiting (:attr:`dropped` counts them): a consumer slower than a live source then
+    lags it by at most ``queue_size`` frames. :attr:`pending`: frames decoded and waiting.
     """
 
     def __init__(self, source: VideoSource, queue_size: int = 8,
-                 frames_rate: Fraction = DEFAULT_FRAMES_FPS) -> None:
+                 frames_rate: Fraction = DEFAULT_FRAMES_FPS, drop_frames: bool = False) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         self.source = source
-        self.info = probe(source, frames_rate)
-        self.decoded = 0
+        self._container = None
+        if source.live:
+            self._container, self.info = _open_live(source)
+        else:
+            self.info = probe(source, frames_rate)
+        self.decoded = self.dropped = 0
+        self.drop_frames = drop_frames
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"decode:{source.name}", daemon=True)
@@ -221,38 +230,67 @@ class FrameStream:
     def rate(self) -> Fraction:
         return self.info.rate
 
-    def _frames(self) -> Iterator[np.ndarray]:
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def _frames(self) -> Iterator[Timed]:
         if self.source.kind == "image":
-            return iter([_read_image(self.source.path)])
+            return decode_files([self.source.path])
         if self.source.kind == "frames":
-            return _decode_frames(self.source.path)
-        return _decode_video(self.source.path, self.info.num_frames)
+            return decode_files(folder_files(self.source.path, IMAGE_SUFFIXES))
+        if self.source.live:
+            return decode_live(self._container, self.source.url)
+        return decode_video(self.source.path, self.info.num_frames)
 
     def _put(self, item: object) -> bool:
+        droppable = self.drop_frames and isinstance(item, tuple)  # a frame, not the end or an error
         while not self._stop.is_set():
             try:
-                self._queue.put(item, timeout=0.05)
+                if droppable:
+                    self._queue.put_nowait(item)
+                else:
+                    self._queue.put(item, timeout=0.05)
                 return True
             except queue.Full:
-                continue
+                if droppable:
+                    self._drop_oldest()
         return False
 
-    def _run(self) -> None:
+    def _drop_oldest(self) -> None:
         try:
-            for frame in self._frames():
+            self._queue.get_nowait()
+            self.dropped += 1
+        except queue.Empty:
+            pass
+
+    def _run(self) -> None:
+        first = None
+        try:
+            for frame, pts in self._frames():
+                pts = pts if pts is not None and math.isfinite(pts) else None
+                first = pts if self.decoded == 0 else first
+                known = pts is not None and first is not None
+                seconds = float(pts - first) if known else self.decoded / float(self.rate)
                 self.decoded += 1
-                if not self._put(frame):
+                if not self._put((frame, seconds)):
                     return
             self._put(_END)
         except Exception as exc:  # handed to the consumer thread, which re-raises it
             self._put(exc)
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        for frame, _ in self.timed():
+            yield frame
+
+    def timed(self) -> Iterator[tuple[np.ndarray, float]]:
+        """Frames with their time in seconds since the first decoded frame (dropped frames leave
+        gaps)."""
         if self._started:
-            raise RuntimeError(f"{self.source.path}: a FrameStream can be iterated only once")
+            raise RuntimeError(f"{self.source.label}: a FrameStream can be iterated only once")
         self._started = True
         self._thread.start()
-        expected = (self.info.height, self.info.width)
+        expected = (self.info.height, self.info.width) if self.info.width else None
         index = 0
         try:
             while True:
@@ -262,22 +300,29 @@ class FrameStream:
                 if isinstance(item, VideoInputError):
                     raise item
                 if isinstance(item, Exception):
-                    raise VideoInputError(f"{self.source.path}: {item}") from item
-                if item.shape[:2] != expected:
-                    raise VideoInputError(
-                        f"{self.source.path}: frame {index} is {item.shape[1]}x{item.shape[0]}, "
-                        f"expected {expected[1]}x{expected[0]} like the first frame (frames of changing size)"
-                    )
+                    raise VideoInputError(f"{self.source.label}: {item}") from item
+                frame, seconds = item
+                expected = expected or frame.shape[:2]
+                self._check_size(frame, expected, index)
                 index += 1
-                yield item
+                yield frame, seconds
         finally:
             self.close()
 
+    def _check_size(self, frame: np.ndarray, expected: tuple[int, int], index: int) -> None:
+        if frame.shape[:2] != expected:
+            raise VideoInputError(
+                f"{self.source.label}: frame {index} is {frame.shape[1]}x{frame.shape[0]}, "
+                f"expected {expected[1]}x{expected[0]} like the first frame (frames of changing size)"
+            )
+
     def close(self) -> None:
-        """Stop the decoder thread and release its frames."""
+        """Stop the decoder thread and release its frames (and a live source never iterated)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        if not self._started and self._container is not None:
+            self._container.close()
         while not self._queue.empty():
             self._queue.get_nowait()
 

@@ -9,6 +9,11 @@ it saw in training.
 :class:`SlidingWindows` produces the same windows from a stream of per-frame items (decoded
 frames or cached encoder memories) while holding at most ``(size - 1) * stride + 1`` items, so
 memory does not grow with the length of the video.
+
+Causal windows (live input): the window of frame ``k`` is built as soon as frame ``k`` is in,
+as if the video ended at ``k``: the future slots show ``k`` itself (the rule above for the last
+frame of a video). A frame's result then waits for no later frame (latency 0 frames instead of
+``size // 2 * stride``).
 """
 from __future__ import annotations
 
@@ -40,6 +45,12 @@ def window_frames(key: int, num_frames: int, size: int, stride: int = 1) -> list
     if not 0 <= key < num_frames:
         raise ValueError(f"key frame {key} outside a video of {num_frames} frames")
     return list(_slots(key, num_frames - 1, half, stride))
+
+
+def causal_window_frames(key: int, size: int, stride: int = 1) -> list[int]:
+    """Frame index of every slot of the causal window of ``key``: past slots as in
+    :func:`window_frames`, future slots show ``key``."""
+    return window_frames(key, key + 1, size, stride)
 
 
 def shared_slots(frames_a: Sequence[int], frames_b: Sequence[int]) -> list[tuple[int, int]]:
@@ -75,14 +86,16 @@ class SlidingWindows(Generic[Item]):
 
     ``push(item)`` adds the next frame's item and returns the windows that became complete
     (at most one); ``finish()`` ends the stream and returns the remaining windows. Concatenated,
-    the windows are exactly ``window_frames(k, n, size, stride)`` for ``k = 0 .. n-1``.
+    the windows are exactly ``window_frames(k, n, size, stride)`` for ``k = 0 .. n-1``; with
+    ``causal=True``, ``push`` returns the window of the frame just pushed,
+    ``causal_window_frames(k, size, stride)``, and ``finish`` returns none.
     """
 
-    def __init__(self, size: int, stride: int = 1) -> None:
+    def __init__(self, size: int, stride: int = 1, causal: bool = False) -> None:
         self.half = _check(size, stride)
-        self.size, self.stride = size, stride
+        self.size, self.stride, self.causal = size, stride, causal
         self._reach = self.half * stride
-        self._buffer: deque[tuple[int, Item]] = deque(maxlen=2 * self._reach + 1)
+        self._buffer: deque[tuple[int, Item]] = deque(maxlen=(1 if causal else 2) * self._reach + 1)
         self._count = 0
         self._next_key = 0
         self._finished = False
@@ -97,7 +110,7 @@ class SlidingWindows(Generic[Item]):
             raise RuntimeError("push() after finish()")
         self._buffer.append((self._count, item))
         self._count += 1
-        if self._count - 1 - self._reach < self._next_key:
+        if not self.causal and self._count - 1 - self._reach < self._next_key:
             return []
         return [self._emit(self._count - 1)]
 
