@@ -24,8 +24,8 @@ from pavenet.data.transforms import resized_size
 from pavenet.export.onnx_export import ExportOptions, export_streaming
 from pavenet.infer.estimator import PoseEstimator
 from pavenet.model import build_model
-from pavenet.runtime.checkpoint import save_checkpoint
 from pavenet.runtime.arguments import Parser, add_size_argument, example_epilog, positive_int
+from pavenet.runtime.checkpoint import save_checkpoint
 
 
 def _fps(backends: dict[str, PoseEstimator], frames: list[np.ndarray], batch_size: int,

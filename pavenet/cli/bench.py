@@ -14,14 +14,8 @@ import sys
 from pathlib import Path
 
 from pavenet.bench import BENCHMARKS, MODELS
-from pavenet.cli.arguments import (
-    DefaultFolder,
-    add_size_argument,
-    example_epilog,
-    non_negative_int,
-    output_folder,
-    positive_int,
-)
+from pavenet.cli.arguments import (DefaultFolder, add_size_argument, example_epilog, non_negative_int,
+                                   output_folder, positive_int)
 from pavenet.infer import COMPILE_MODES
 
 

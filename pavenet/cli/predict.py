@@ -6,13 +6,8 @@ import os
 import sys
 from pathlib import Path
 
-from pavenet.cli.arguments import (
-    add_batch_size_argument,
-    add_output_arguments,
-    add_threads_argument,
-    example_epilog,
-    unit_float,
-)
+from pavenet.cli.arguments import (add_batch_size_argument, add_output_arguments, add_threads_argument,
+                                   example_epilog, unit_float)
 from pavenet.infer import COMPILE_MODES
 
 

@@ -29,15 +29,8 @@ from PIL import Image
 
 from pavenet.data.joints import POSETRACK18, model_to_posetrack18
 from pavenet.data.synthetic_figures import Figure, draw_figure, figure_pose, head_box
-from pavenet.data.synthetic_scene import (
-    PAN,
-    Occluder,
-    background,
-    blur_region,
-    motion_blur,
-    sample_figure,
-    sample_occluder,
-)
+from pavenet.data.synthetic_scene import (PAN, Occluder, background, blur_region, motion_blur, sample_figure,
+                                          sample_occluder)
 from pavenet.data.synthetic_temporal import degrade_video
 from pavenet.runtime.files import atomic_write_bytes
 

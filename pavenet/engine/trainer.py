@@ -22,15 +22,8 @@ from pavenet.engine.sampler import ResumableSampler, SeededDataset
 from pavenet.engine.step import TrainingDiverged, move_batch, train_step
 from pavenet.errors import PavenetError
 from pavenet.model import build
-from pavenet.runtime.checkpoint import (
-    CheckpointError,
-    holds_run,
-    load_train_state,
-    load_weights,
-    non_finite,
-    run_dir_of,
-    save_checkpoint,
-)
+from pavenet.runtime.checkpoint import (CheckpointError, holds_run, load_train_state, load_weights,
+                                        non_finite, run_dir_of, save_checkpoint)
 from pavenet.runtime.distributed import DistInfo, barrier, reduce_mean_dict
 from pavenet.runtime.files import remove_stale
 from pavenet.runtime.weights import load_model_weights

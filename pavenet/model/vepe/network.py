@@ -21,14 +21,8 @@ from ..clip_outputs import PER_QUERY_KEYS, expand_proposals
 from ..encoder import FrameMemory
 from ..pose_decoder import PoseDecoder
 from ..spatial import SpatialParts, SpatialStage, build_pose_decoder, build_spatial_parts
-from .query_selection import (
-    associate,
-    embedding_similarity,
-    gather_linked,
-    instance_mask,
-    pose_similarity,
-    select_queries,
-)
+from .query_selection import (associate, embedding_similarity, gather_linked, instance_mask, pose_similarity,
+                              select_queries)
 from .stdme import STDME, STDMELayer, memory_position
 from .stpd import build_stpd
 from .stpe import STPE, STPELayer
