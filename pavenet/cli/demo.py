@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from pavenet.cli.arguments import (add_output_arguments, add_threads_argument, example_epilog,
                                    non_negative_int, output_folder, positive_float, positive_int)
