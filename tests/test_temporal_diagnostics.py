@@ -1,6 +1,8 @@
 """Diagnostics of the temporal claim (issue 24): attention share per frame, AP per frame subset."""
 from __future__ import annotations
 
+import copy
+import json
 import math
 
 import numpy as np
@@ -8,9 +10,11 @@ import pytest
 import torch
 
 from eval_builders import base_pose, gt_person, image, pred_person, write_sequence
+from pavenet.cli import main
 from pavenet.config import load_config
+from pavenet.data.joints import EVAL_GROUPS, MODEL
 from pavenet.eval.frame_subsets import degradation_subsets, evaluate_frame_subsets
-from pavenet.eval.posetrack import evaluate_posetrack
+from pavenet.eval.posetrack import POSEVAL_JOINTS, evaluate_posetrack, format_ap_rows
 from pavenet.model import build_model
 from pavenet.model.attention_probe import FrameAttentionProbe
 from pavenet.model.pose_attention import FrameDeformAttn
@@ -62,17 +66,23 @@ def test_share_follows_the_attention_logits_by_hand(tiny) -> None:
                                torch.ones(2, share.shape[1]))
 
 
-def test_ap_of_frame_subsets_against_the_full_evaluation(tmp_path) -> None:
-    """Perfect predictions on frames 0-2, none on frames 3-4: AP 100 on the first subset, 0 on
-    the second; the union's AP equals the full evaluation's."""
-    images = [image(1, f, degradation="noise") if f >= 3 else image(1, f) for f in range(5)]
+def _half_found(root, degraded: bool = True):
+    """Frames 0-4 of one sequence with one person each; frames 3-4 marked degraded (when
+    ``degraded``) and without a prediction, frames 0-2 predicted 1 pixel off."""
+    images = [image(1, f, degradation="noise") if f >= 3 and degraded else image(1, f) for f in range(5)]
     gt, pred = [], []
     for f, img in enumerate(images):
         xy = base_pose(60 + 4 * f, 80)
         gt.append(gt_person(img["id"], 1, xy))
         if f < 3:
             pred.append(pred_person(img["id"], 1, xy + 1.0))
-    gt_dir, pred_dir = write_sequence(tmp_path, "000001_mpii_test", images, gt, pred)
+    return images, *write_sequence(root, "000001_mpii_test", images, gt, pred)
+
+
+def test_ap_of_frame_subsets_against_the_full_evaluation(tmp_path) -> None:
+    """Perfect predictions on frames 0-2, none on frames 3-4: AP 100 on the first subset, 0 on
+    the second; the union's AP equals the full evaluation's."""
+    images, gt_dir, pred_dir = _half_found(tmp_path)
     subsets = degradation_subsets(gt_dir)
     assert subsets == {"degraded": {images[3]["id"], images[4]["id"]},
                        "clean": {img["id"] for img in images[:3]}}
@@ -101,3 +111,66 @@ def test_attention_to_neighbours_on_a_temporal_split(tmp_path, tiny) -> None:
     for group in report.values():  # uniform attention at initialisation: 2 of 3 frames are neighbours
         for share in group.values():
             assert share == pytest.approx(2 / 3, abs=1e-5)
+
+
+def test_format_ap_rows_groups_the_joints_as_the_official_table() -> None:
+    ap = {name: 10.0 * i for i, name in enumerate(POSEVAL_JOINTS)}
+    ap["total"] = 42.0
+    lines = format_ap_rows({"clean": ap, "x": {**ap, "total": None}}).splitlines()
+    assert lines[0].split() == ["&", "Head", "&", "Shou", "&", "Elbo", "&", "Wris", "&", "Hip", "&", "Knee",
+                                "&", "Ankl", "&", "Total", "\\\\"]
+    head = np.mean([ap[MODEL.names[j]] for j in EVAL_GROUPS["Head"]])
+    ankle = np.mean([ap[MODEL.names[j]] for j in EVAL_GROUPS["Ankle"]])
+    cells = lines[1].split()
+    assert cells[:3] == ["clean", "&", f"{head:.1f}"] and cells[-4] == f"{ankle:.1f}"
+    assert cells[-2] == "42.0" and lines[2].split()[-2] == "-"
+
+
+def test_eval_by_degradation_on_the_command_line(tmp_path, capsys) -> None:
+    _, gt_dir, pred_dir = _half_found(tmp_path / "temporal")
+    out = tmp_path / "metrics.json"
+    assert main(["eval", str(gt_dir), str(pred_dir), "--by-degradation", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["by_degradation"]
+    assert {k: v["frames"] for k, v in result.items()} == {"degraded": 2, "clean": 3, "all": 5}
+    assert result["clean"]["ap"]["total"] == pytest.approx(100.0)
+    assert result["degraded"]["ap"]["total"] == pytest.approx(0.0)
+    assert result["all"]["ap"]["total"] == pytest.approx(60.0)
+    assert "degraded (2 frames) &" in capsys.readouterr().out
+    _, gt_dir, pred_dir = _half_found(tmp_path / "plain", degraded=False)
+    assert main(["eval", str(gt_dir), str(pred_dir), "--by-degradation"]) == 2
+    assert f"{gt_dir}: no frame is marked with a degradation" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_test_command_writes_the_temporal_report(tmp_path, tiny, capsys) -> None:
+    from pavenet.config import config_to_dict
+    from pavenet.data.synthetic import write_dataset
+    from pavenet.engine.temporal_report import attention_to_neighbours
+    from pavenet.eval.frame_subsets import ap_by_degradation
+    from pavenet.infer.estimator import PoseEstimator
+    from pavenet.runtime.checkpoint import save_checkpoint
+
+    sets = [*SMALL, "data.test_short_side=64", "data.test_max_size=64"]
+    cfg = load_config("synthetic_tiny", [*sets, f"data.root={tmp_path / 'data'}"])
+    model = copy.deepcopy(tiny)
+    with torch.no_grad():  # attention no longer uniform over the frames
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn(param.shape, generator=torch.Generator().manual_seed(param.numel())))
+    ckpt = save_checkpoint(tmp_path / "run", 0, model.state_dict(), {"config": config_to_dict(cfg), "step": 0})
+    write_dataset(tmp_path / "data", videos=0, val_videos=2, frames=6, size=(64, 64), difficulty="temporal", seed=3)
+    out = tmp_path / "test"
+    common = ["test", "synthetic_tiny", "--weights", str(ckpt), "--device", "cpu", "--threads", "1", "--exist-ok",
+              "--temporal-report", "--set", *sets]
+    assert main([*common, f"data.root={tmp_path / 'data'}", "--out", str(out)]) == 0
+    report = json.loads((out / "temporal_report.json").read_text())
+    gt_dir = tmp_path / "data" / "annotations" / "val"
+    assert report["ap"] == json.loads(json.dumps(ap_by_degradation(gt_dir, out / "predictions")))
+    want = attention_to_neighbours(PoseEstimator.from_config(model, cfg, device="cpu"), cfg, "val")
+    assert set(report["attention_on_neighbours"]) == {"degraded", "clean"}
+    for group, shares in report["attention_on_neighbours"].items():
+        assert shares == pytest.approx(want[group]) and shares != pytest.approx(dict.fromkeys(shares, 2 / 3))
+    assert "on neighbours: degraded" in capsys.readouterr().out
+    write_dataset(tmp_path / "plain", videos=0, val_videos=1, frames=4, size=(64, 64), seed=3)
+    assert main([*common, f"data.root={tmp_path / 'plain'}", "--out", str(tmp_path / "plain_test")]) == 2
+    assert "no frame is marked with a degradation" in capsys.readouterr().err
+    assert not (tmp_path / "plain_test" / "predictions").exists()  # refused before predicting

@@ -27,6 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true",
                    help="corrected metrics instead of the official numbers (see docs/evaluation.md)")
     p.add_argument("--coco", action="store_true", help="COCO-style OKS AP/AR through pycocotools")
+    p.add_argument("--by-degradation", action="store_true",
+                   help="also AP on the degraded and on the clean frames of a temporal synthetic split "
+                        "(`pavenet synth --difficulty temporal`); in the JSON under 'by_degradation'")
     return p
 
 
@@ -44,6 +47,11 @@ def _run_posetrack(args: argparse.Namespace) -> dict:
     result = evaluate_posetrack(args.gt, args.pred, tracking=not args.no_tracking,
                                 strict=args.strict, per_sequence=args.per_sequence)
     print(format_table(result))
+    if args.by_degradation:
+        from pavenet.eval.frame_subsets import ap_by_degradation, format_subsets
+
+        result["by_degradation"] = ap_by_degradation(args.gt, args.pred)
+        print("AP by key-frame degradation:\n" + format_subsets(result["by_degradation"]))
     return result
 
 
@@ -51,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
     from pavenet.cli import fail
     from pavenet.runtime.files import atomic_write_json
 
-    if args.coco and (args.no_tracking or args.per_sequence or args.strict):
-        return fail("eval", "--coco cannot be combined with --no-tracking, --per-sequence or --strict")
+    if args.coco and (args.no_tracking or args.per_sequence or args.strict or args.by_degradation):
+        return fail("eval", "--coco cannot be combined with --no-tracking, --per-sequence, --strict "
+                            "or --by-degradation")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = _run_coco(args) if args.coco else _run_posetrack(args)

@@ -23,7 +23,34 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     add_threads_argument(p)
     add_batch_size_argument(p, 1, "windows per forward pass")
+    p.add_argument("--temporal-report", action="store_true",
+                   help="on a temporal synthetic split (`pavenet synth --difficulty temporal`): also the AP on "
+                        "degraded and clean key frames and the share of attention on the neighbouring frames "
+                        "(temporal_report.json)")
     return p
+
+
+def _write_results(args: argparse.Namespace, est, cfg, split: str, out: Path, result: dict) -> None:
+    """Print and write the metrics; with ``--temporal-report`` also the AP by key-frame
+    degradation and, for T > 1, the attention on the neighbouring frames."""
+    from pavenet.engine.temporal_report import attention_to_neighbours, format_attention
+    from pavenet.eval.frame_subsets import ap_by_degradation, format_subsets
+    from pavenet.eval.posetrack import format_table
+    from pavenet.runtime.files import atomic_write_json
+
+    print(format_table(result))
+    atomic_write_json(out / "metrics.json", result)
+    print(f"predictions in {out / 'predictions'}, metrics in {out / 'metrics.json'}")
+    if not args.temporal_report:
+        return
+    gt_dir = Path(cfg.data.root) / "annotations" / split
+    report = {"ap": ap_by_degradation(gt_dir, out / "predictions")}
+    print("AP by key-frame degradation:\n" + format_subsets(report["ap"]))
+    if cfg.model.num_frames > 1:
+        report["attention_on_neighbours"] = attention_to_neighbours(est, cfg, split, gt_dir, progress=True)
+        print(format_attention(report["attention_on_neighbours"]))
+    atomic_write_json(out / "temporal_report.json", report)
+    print(f"temporal report in {out / 'temporal_report.json'}")
 
 
 def _predict_share(est, sequences, batch_size: int, quiet: bool) -> dict[str, bytes]:
@@ -81,17 +108,18 @@ def run(args: argparse.Namespace) -> int:
     from pavenet.cli import apply_threads
     from pavenet.config import load_config
     from pavenet.engine.evaluate import evaluate_split
-    from pavenet.eval.posetrack import format_table
+    from pavenet.eval.frame_subsets import temporal_subsets
     from pavenet.infer.estimator import PoseEstimator
     from pavenet.model import build
     from pavenet.runtime.distributed import cleanup, init_distributed
-    from pavenet.runtime.files import atomic_write_json
     from pavenet.runtime.weights import load_model_weights
 
     apply_threads(args)
 
     cfg = load_config(args.config, args.set)
     split = args.split or cfg.data.val_split
+    if args.temporal_report:
+        temporal_subsets(Path(cfg.data.root) / "annotations" / split)  # fail before predicting
     info = init_distributed(args.device)
     try:
         out = _shared_out(args, split, info.is_main)
@@ -103,9 +131,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             result = evaluate_split(est, cfg, split, out / "predictions", batch_size=args.batch_size)
         if result is not None:
-            print(format_table(result))
-            atomic_write_json(out / "metrics.json", result)
-            print(f"predictions in {out / 'predictions'}, metrics in {out / 'metrics.json'}")
+            _write_results(args, est, cfg, split, out, result)
         return 0
     finally:
         cleanup()

@@ -4,8 +4,9 @@
 decoded with a :class:`pavenet.model.attention_probe.FrameAttentionProbe`; for the queries the
 network keeps (``kept_index``) the share of attention on the non-key frames is averaged per
 attention layer, separately for degraded and clean key frames (the temporal synthetic split
-marks its degraded frames). :func:`ap_by_degradation` gives the per-joint AP on the same two
-groups of frames from a prediction folder.
+marks its degraded frames). :func:`format_attention` prints it as a table;
+:func:`pavenet.eval.frame_subsets.ap_by_degradation` gives the per-joint AP on the same two
+groups of frames from a prediction folder (``pavenet test --temporal-report`` runs both).
 """
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from pavenet.config import Config
 from pavenet.data.build import load_split
 from pavenet.data.clips import clip_indices, load_image
-from pavenet.eval.frame_subsets import degradation_subsets, evaluate_frame_subsets
+from pavenet.eval.frame_subsets import degradation_subsets
 from pavenet.infer.estimator import PoseEstimator
 from pavenet.model.attention_probe import FrameAttentionProbe
 
@@ -50,12 +52,14 @@ def _neighbour_share(probe: FrameAttentionProbe, kept: torch.Tensor, num_queries
 
 
 def attention_to_neighbours(est: PoseEstimator, cfg: Config, split: str = "val", gt_dir: Path | None = None,
-                            max_clips: int = 0) -> dict[str, dict[str, float]]:
-    """{"degraded" / "clean": {attention module: mean share on the non-key frames}, "clips": ...}."""
+                            max_clips: int = 0, progress: bool = False) -> dict[str, dict[str, float]]:
+    """{"degraded" / "clean": {attention module: mean share on the non-key frames}} over the
+    labelled key frames of ``split`` (the first ``max_clips`` when > 0)."""
     subsets = degradation_subsets(gt_dir or Path(cfg.data.root) / "annotations" / split)
     sums: dict[str, dict[str, list[float]]] = {"degraded": {}, "clean": {}}
     model, key = est.model, cfg.model.num_frames // 2
-    for image_id, frames in _clips(cfg, split, max_clips):
+    clips = tqdm(_clips(cfg, split, max_clips), desc="attention", unit="clip", disable=not progress, leave=False)
+    for image_id, frames in clips:
         images = est.preprocess(frames)[None]
         mask = torch.zeros(1, *images.shape[-2:], dtype=torch.bool, device=images.device)
         with torch.no_grad(), FrameAttentionProbe(model) as probe:
@@ -67,6 +71,12 @@ def attention_to_neighbours(est: PoseEstimator, cfg: Config, split: str = "val",
     return {group: {name: float(np.mean(v)) for name, v in layers.items()} for group, layers in sums.items()}
 
 
-def ap_by_degradation(gt_dir: str | Path, pred_dir: str | Path) -> dict[str, dict]:
-    """Per-joint AP on the degraded and on the clean frames of a temporal split."""
-    return evaluate_frame_subsets(gt_dir, pred_dir, degradation_subsets(gt_dir))
+def format_attention(report: dict[str, dict[str, float]]) -> str:
+    """One line per attention module: the share on the non-key frames for degraded / clean key frames."""
+    names = list(report["clean"])
+    width = max(len(n) for n in names + ["attention module"])
+    lines = [f"{'attention module':<{width}}  on neighbours: degraded   clean"]
+    for name in names:
+        degraded = report["degraded"].get(name, float("nan"))
+        lines.append(f"{name:<{width}}  {degraded:>24.3f}  {report['clean'][name]:>6.3f}")
+    return "\n".join(lines)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pavenet.eval.posetrack import by_joint_name
+from pavenet.eval.posetrack import by_joint_name, format_ap_rows
 from pavenet.eval.posetrack_ap import Detections, average_precision, match_frame
-from pavenet.eval.posetrack_io import load_folders
+from pavenet.eval.posetrack_io import PoseTrackFormatError, load_folders
 
 
 def degradation_subsets(gt_dir: str | Path) -> dict[str, set[int]]:
@@ -37,3 +37,24 @@ def evaluate_frame_subsets(gt_dir: str | Path, pred_dir: str | Path, subsets: di
                                                          [matches[i] for i in chosen]), strict)
         out[name] = {"ap": by_joint_name(ap, total), "frames": len(chosen)}
     return out
+
+
+def temporal_subsets(gt_dir: str | Path) -> dict[str, set[int]]:
+    """:func:`degradation_subsets` of a temporal split; :class:`PoseTrackFormatError` naming
+    ``gt_dir`` when none of its frames is marked degraded."""
+    subsets = degradation_subsets(gt_dir)
+    if not subsets["degraded"]:
+        raise PoseTrackFormatError(f"{gt_dir}: no frame is marked with a degradation; a temporal split "
+                                   "comes from `pavenet synth --difficulty temporal`")
+    return subsets
+
+
+def ap_by_degradation(gt_dir: str | Path, pred_dir: str | Path) -> dict[str, dict]:
+    """Per-joint AP on the degraded, the clean and all frames of a temporal split."""
+    subsets = temporal_subsets(gt_dir)
+    return evaluate_frame_subsets(gt_dir, pred_dir, {**subsets, "all": subsets["degraded"] | subsets["clean"]})
+
+
+def format_subsets(result: dict[str, dict]) -> str:
+    """The AP table of :func:`evaluate_frame_subsets`' result, one line per subset."""
+    return format_ap_rows({f"{name} ({r['frames']} frames)": r["ap"] for name, r in result.items()})

@@ -118,6 +118,17 @@ def _grouped(values: dict[str, float | None]) -> list[float | None]:
     return out
 
 
+def format_ap_rows(rows: dict[str, dict[str, float | None]]) -> str:
+    """Several per-joint AP results, one line each (grouped as in the official table), named."""
+    width = max(len(name) for name in rows)
+    groups = [g[:4] for g in EVAL_GROUPS] + ["Total"]
+    lines = [" " * width + " & " + " & ".join(f"{g:<5}" for g in groups) + " \\\\"]
+    for name, ap in rows.items():
+        cells = _grouped(ap) + [ap["total"]]
+        lines.append(f"{name:<{width}} & " + " & ".join(_cell(v) for v in cells) + " \\\\")
+    return "\n".join(lines)
+
+
 def format_table(result: dict) -> str:
     """The official-style text tables (AP, and MOT metrics when available)."""
     groups = [g[:4] for g in EVAL_GROUPS] + ["Total"]
