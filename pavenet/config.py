@@ -122,6 +122,11 @@ class ModelConfig:
     #: detach the reference poses between decoder layers (Deformable-DETR); the released model
     #: lets gradients flow through them (false)
     detach_references: bool = True
+    #: training: false = the non-key frames of a clip pass the backbone and the spatial encoder
+    #: without gradients (the key frame's path trains the shared weights; a cheaper T > 1
+    #: step; trainable BatchNorm then takes its statistics from the key frames and the other
+    #: frames apart); true = every frame is trained (released). Inference is the same either way
+    neighbour_grad: bool = True
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     vepe: VepeConfig = field(default_factory=VepeConfig)
 

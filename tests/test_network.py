@@ -250,6 +250,34 @@ def test_decoding_cached_frame_memories_equals_forward():
                           atol=1e-5)
 
 
+@pytest.mark.parametrize("t", [3, 5])
+def test_neighbour_grad_off_trains_through_the_key_frames_only(t):
+    """``model.neighbour_grad=False``: in training, the memory of every frame equals the
+    all-frames encoding, and its gradient is that of the all-frames encoding with the non-key
+    frames' memory detached (the oracle). In eval mode the switch changes nothing. (Frozen
+    BatchNorm: trainable BatchNorm takes its statistics from each pass's frames.)"""
+    backbone = dataclasses.replace(tiny_cfg().backbone, frozen_bn=True)
+    model = make_model(t, dropout=0.0, backbone=backbone).train()
+    frames, mask = padded_batch(2, t)
+    params = [p for m in (model.backbone, model.mapper, model.encoder) for p in m.parameters() if p.requires_grad]
+    params.append(model.level_embed)
+    full = model.encode_clips(frames, mask)
+    is_key = (torch.arange(2 * t) % t == model.key_frame)[:, None, None]
+    weights = torch.randn(full.memory.shape, generator=torch.Generator().manual_seed(1))
+    oracle = torch.autograd.grad((torch.where(is_key, full.memory, full.memory.detach()) * weights).sum(), params)
+    model.neighbour_grad = False
+    part = model.encode_clips(frames, mask)
+    torch.testing.assert_close(part.memory, full.memory, rtol=1e-5, atol=1e-5)
+    assert torch.equal(part.padding_mask, full.padding_mask) and torch.equal(part.valid_ratios, full.valid_ratios)
+    got = torch.autograd.grad((part.memory * weights).sum(), params)
+    for g, o in zip(got, oracle):
+        torch.testing.assert_close(g, o, rtol=1e-3, atol=1e-4 * float(o.abs().max()))  # float32 sums
+    assert sum(g.abs().sum() for g in got) > 0
+    with torch.no_grad():
+        assert torch.equal(model.eval().encode_clips(frames, mask).memory,
+                           model.encode(frames.flatten(0, 1), mask.repeat_interleave(t, 0)).memory)
+
+
 def test_proposals_come_from_the_key_frame_only():
     model = make_model(3).eval()
     frames, mask = padded_batch(1, 3)

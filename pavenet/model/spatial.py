@@ -35,6 +35,8 @@ class SpatialParts:
     encoder: SpatialEncoder
     query_init: QueryInit
     num_levels: int
+    #: train the backbone and encoder on every clip frame (False: on the key frame only)
+    neighbour_grad: bool = True
 
 
 class SpatialStage(nn.Module):
@@ -54,6 +56,7 @@ class SpatialStage(nn.Module):
         self.query_init = parts.query_init
         self.num_frames, self.num_kept = num_frames, num_kept
         self.key_frame = num_frames // 2
+        self.neighbour_grad = parts.neighbour_grad
 
     def encode(self, images: Tensor, mask: Tensor) -> FrameMemory:
         """Backbone, channel mapper and spatial encoder of N independent frames.
@@ -72,8 +75,24 @@ class SpatialStage(nn.Module):
         t = frames.shape[1]
         if t != self.num_frames:
             raise ValueError(f"the model was built for {self.num_frames} frames, got {t}")
+        if self.training and not self.neighbour_grad and t > 1 and torch.is_grad_enabled():
+            return self._encode_key_with_grad(frames, mask)
         frame_mask = mask[:, None].expand(-1, t, -1, -1).flatten(0, 1)
         return self.encode(frames.flatten(0, 1), frame_mask)
+
+    def _encode_key_with_grad(self, frames: Tensor, mask: Tensor) -> FrameMemory:
+        """:meth:`encode_clips` with gradients through the key frames only: the B key frames and
+        the B*(T-1) others are encoded apart, then put back in clip order."""
+        b, t = frames.shape[:2]
+        others = [f for f in range(t) if f != self.key_frame]
+        key = self.encode(frames[:, self.key_frame], mask)
+        with torch.no_grad():
+            rest_mask = mask[:, None].expand(-1, t - 1, -1, -1).flatten(0, 1)
+            rest = self.encode(frames[:, others].flatten(0, 1), rest_mask)
+        position = torch.empty(b, t, dtype=torch.long, device=frames.device)  # in cat(key, rest)
+        position[:, self.key_frame] = torch.arange(b, device=frames.device)
+        position[:, others] = b + torch.arange(b * (t - 1), device=frames.device).view(b, t - 1)
+        return FrameMemory.cat([key, rest]).select(position.flatten())
 
     def check_memory(self, memory: FrameMemory, batch: int) -> None:
         """Raise unless ``memory`` holds ``batch`` clips of ``num_frames`` frames."""
@@ -107,7 +126,8 @@ def build_spatial_parts(cfg: ModelConfig) -> SpatialParts:
     mapper = ChannelMapper(backbone.channels, d, bcfg.extra_levels, masked=cfg.neck_norm == "masked")
     layer = EncoderLayer(d, cfg.num_heads, levels, cfg.enc_points, cfg.ffn_dim, cfg.dropout)
     query_init = QueryInit(d, cfg.num_queries, cfg.num_joints, cfg.proposal_hidden, cfg.proposal_margin)
-    return SpatialParts(backbone, mapper, SpatialEncoder(layer, cfg.enc_layers), query_init, levels)
+    return SpatialParts(backbone, mapper, SpatialEncoder(layer, cfg.enc_layers), query_init, levels,
+                        cfg.neighbour_grad)
 
 
 def pose_position(cfg: ModelConfig) -> PosePosition | None:
