@@ -97,3 +97,24 @@ def test_threads_runs_pavenet_through_this_interpreter(tmp_path, monkeypatch, ca
     assert report["steps"] == 2 and set(report["seconds"]) == set(threads_bench.SETTINGS)
     assert all(s == {"0": 1.0} for s in report["seconds"].values())
     assert report["table"] in capsys.readouterr().out
+
+
+def test_keypoint_difference_matches_people_by_hand():
+    """Frame 0: two people each way, found swapped and 3 px / 4 px off; frame 1: one person
+    against none (unmatched); frame 2: nobody."""
+    import numpy as np
+
+    from pavenet.bench.onnx import keypoint_difference
+    from pavenet.infer.results import FramePrediction, PersonPrediction
+
+    def person(x, y, track=1):
+        kp = np.zeros((15, 3))
+        kp[:, 0], kp[:, 1], kp[:, 2] = x + np.arange(15), y, 1.0
+        return PersonPrediction(track, kp, 0.9)
+
+    ref = [FramePrediction(0, [person(10, 10), person(100, 50)]), FramePrediction(1, [person(5, 5)]),
+           FramePrediction(2, [])]
+    other = [FramePrediction(0, [person(100, 53), person(14, 10)]), FramePrediction(1, []), FramePrediction(2, [])]
+    diff = keypoint_difference(ref, other)
+    assert diff["matched_people"] == 2 and diff["unmatched_people"] == 1
+    assert diff["mean_px"] == pytest.approx(3.5) and diff["max_px"] == pytest.approx(4.0)

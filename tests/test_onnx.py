@@ -24,6 +24,9 @@ pytestmark = pytest.mark.slow  # three ONNX exports, ~100 s of one CPU core in a
 
 VIDEO_HW = (96, 128)
 #: test resize that keeps the 128x96 test video at its size
+#: int8 vs float32 streaming pair (see _assert_int8_pair_agrees); measured on this test's model
+#: (2026-12-07): memory 0.014-0.015 relative, sorted scores 0.0098; the bounds leave 3-5x margin
+INT8_MEMORY_RTOL, INT8_SCORE_ATOL = 0.05, 0.05
 OVERRIDES = ["data.test_short_side=96", "data.test_max_size=128", "postprocess.top_k=5", "postprocess.score_threshold=0.0"]
 
 
@@ -100,11 +103,31 @@ def _annotations(path: Path) -> list[tuple[int, int, np.ndarray]]:
             for a in data["annotations"]]
 
 
+def _assert_int8_pair_agrees(out: Path, net: OnnxRuntimeNetwork, memory) -> None:
+    """``export --int8``: the int8 copies keep the metadata and hold integer matrix products (no
+    integer convolution); the int8 encoder's memory is within INT8_MEMORY_RTOL (relative L2) of
+    the float encoder's, and the int8 decoder, given the float memory of two clips, scores the
+    people within INT8_SCORE_ATOL of the float decoder (scores sorted: a random-weight model's
+    near-equal scores may swap ranks, so query slots are not compared)."""
+    for float_path, int8_path in zip(streaming_paths(out), streaming_paths(out.with_name("model.int8.onnx"))):
+        assert read_onnx_metadata(int8_path) == read_onnx_metadata(float_path)
+        ops = {node.op_type for node in onnx.load(str(int8_path)).graph.node}
+        assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops and "ConvInteger" not in ops
+    quantised = OnnxRuntimeNetwork.from_export(out.with_name("model.int8.onnx"))
+    images = torch.randn(2, 3, *VIDEO_HW, generator=torch.Generator().manual_seed(5))
+    mask = torch.zeros(2, *VIDEO_HW, dtype=torch.bool)
+    want, got = net.encode(images, mask).memory, quantised.encode(images, mask).memory
+    assert 0 < float((got - want).norm() / want.norm()) < INT8_MEMORY_RTOL
+    clips = memory.select(torch.arange(6))
+    scores = [torch.sigmoid(n.decode(clips, 2)["logits"]).sort(dim=1).values for n in (net, quantised)]
+    assert 0 < float((scores[1] - scores[0]).abs().max()) < INT8_SCORE_ATOL
+
+
 def test_streaming_export_and_predict_match_pytorch(tiny, tmp_path):
     cfg, model, root = tiny
     out = tmp_path / "export" / "model.onnx"
     assert main(["export", str(root / "config.yaml"), "--weights", str(root / "ckpt"), "--out", str(out),
-                 "--size", *map(str, VIDEO_HW), "--graphs", "streaming"]) == 0
+                 "--size", *map(str, VIDEO_HW), "--graphs", "streaming", "--int8"]) == 0
     encoder, decoder = streaming_paths(out)
     assert encoder.is_file() and decoder.is_file() and not out.exists()
 
@@ -123,6 +146,7 @@ def test_streaming_export_and_predict_match_pytorch(tiny, tmp_path):
             ref = model.decode(first, batch)
             onnx_out = net.decode(got.select(torch.arange(3 * batch)), batch)
             _assert_outputs_match({k: v.numpy() for k, v in onnx_out.items()}, ref)
+    _assert_int8_pair_agrees(out, net, got)
     with pytest.raises(ValueError, match="--size 64 64"):
         net.encode(torch.zeros(1, 3, 64, 64), torch.zeros(1, 64, 64, dtype=torch.bool))
     # a network built from a checkpoint exports the pair of a new size once, on first use

@@ -3,6 +3,11 @@
 Both backends run the same ``PoseEstimator`` streaming pipeline (encoder once per frame, cached
 memories, batched window decoding, post-processing and tracking) on the same synthetic video
 frames held in memory, with the same number of threads; the ONNX export happens before timing.
+With ``--int8`` the dynamically quantised pair (:mod:`pavenet.export.onnx_quantize`) is timed too,
+and its people are compared with the float32 ONNX pair's: per frame, people are matched by the
+mean distance of their joints (Hungarian), and the mean / largest joint distance in pixels of
+matched people and the people found by one backend only are reported. ``--weights`` times a
+trained checkpoint (its stored config) instead of random weights.
 Needs the ``onnx`` extra (onnx, onnxruntime, onnxscript), imported by the export and the runtime.
 
     pavenet bench onnx --frames 24 --size 256 256 --threads 2
@@ -17,13 +22,17 @@ from typing import Optional
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 
 from pavenet.config import Config, config_to_dict, load_config
 from pavenet.data.synthetic import generate_video
 from pavenet.data.transforms import resized_size
 from pavenet.export.onnx_export import ExportOptions, export_streaming
+from pavenet.export.onnx_quantize import int8_path, quantize_streaming
 from pavenet.infer.estimator import PoseEstimator
+from pavenet.infer.results import FramePrediction
 from pavenet.model import build_model
+from pavenet.model.loading import load_checkpoint_model, stored_config
 from pavenet.runtime.arguments import Parser, add_size_argument, example_epilog, positive_int
 from pavenet.runtime.checkpoint import save_checkpoint
 
@@ -44,16 +53,41 @@ def _fps(backends: dict[str, PoseEstimator], frames: list[np.ndarray], batch_siz
     return {name: len(frames) / took for name, took in best.items()}
 
 
-def backends(cfg: Config, folder: Path, height: int, width: int, threads: int) -> dict[str, PoseEstimator]:
-    """A random-weight network saved as a checkpoint and exported to ONNX for a ``height`` x
-    ``width`` network input, loaded back by each backend."""
-    torch.manual_seed(0)
-    model = build_model(cfg.model).eval()
-    ckpt = folder / "ckpt"
-    save_checkpoint(ckpt, 0, model.state_dict(), {"config": config_to_dict(cfg), "step": 0})
+def backends(cfg: Config, folder: Path, height: int, width: int, threads: int, weights: Optional[str] = None,
+             int8: bool = False) -> dict[str, PoseEstimator]:
+    """The checkpoint ``weights`` (default: a random-weight network saved as one) exported to ONNX
+    for a ``height`` x ``width`` network input, loaded back by each backend (and the int8 copy)."""
+    if weights is None:
+        torch.manual_seed(0)
+        model, weights = build_model(cfg.model).eval(), str(folder / "ckpt")
+        save_checkpoint(Path(weights), 0, model.state_dict(), {"config": config_to_dict(cfg), "step": 0})
+    else:
+        model, cfg = load_checkpoint_model(weights)
     export_streaming(model, cfg, folder / "model.onnx", ExportOptions(height, width))
-    return {"pytorch": PoseEstimator.from_checkpoint(ckpt, device="cpu"),
-            "onnxruntime": PoseEstimator.from_onnx(folder / "model.onnx", threads=threads)}
+    out = {"pytorch": PoseEstimator.from_checkpoint(weights, device="cpu"),
+           "onnxruntime": PoseEstimator.from_onnx(folder / "model.onnx", threads=threads)}
+    if int8:
+        quantize_streaming(folder / "model.onnx")
+        out["onnxruntime-int8"] = PoseEstimator.from_onnx(int8_path(folder / "model.onnx"), threads=threads)
+    return out
+
+
+def keypoint_difference(reference: list[FramePrediction], other: list[FramePrediction]) -> dict[str, float]:
+    """Per frame, people matched by the mean distance of their joints (Hungarian); the mean and
+    the largest joint distance (pixels) over matched people, and the people left unmatched."""
+    distances, unmatched, matched = [], 0, 0
+    for a, b in zip(reference, other):
+        ka, kb = a.arrays()[0][..., :2], b.arrays()[0][..., :2]
+        if len(ka) and len(kb):
+            cost = np.linalg.norm(ka[:, None] - kb[None], axis=-1)  # (Na, Nb, J)
+            rows, cols = linear_sum_assignment(cost.mean(-1))
+            distances.append(cost[rows, cols].ravel())
+            matched += len(rows)
+        unmatched += len(ka) + len(kb) - 2 * min(len(ka), len(kb))
+    joined = np.concatenate(distances) if distances else np.zeros(0)
+    return {"matched_people": matched, "unmatched_people": unmatched,
+            "mean_px": float(joined.mean()) if joined.size else float("nan"),
+            "max_px": float(joined.max()) if joined.size else float("nan")}
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -67,6 +101,10 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads of both backends (default: torch's)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="passes per backend (the best is kept)")
+    parser.add_argument("--weights", default=None,
+                        help="a trained checkpoint to time, with its stored config (default: random weights)")
+    parser.add_argument("--int8", action="store_true",
+                        help="also the int8 ONNX pair: its speed and its people against the float32 pair's")
     return parser
 
 
@@ -74,14 +112,20 @@ def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
     args = build_parser(prog).parse_args(argv)
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    cfg = load_config(args.config)
+    cfg = load_config(args.config) if args.weights is None else stored_config(args.weights)
     height, width = args.size
     frames, _ = generate_video(0, args.frames, size=(width, height))
     w, h = resized_size(width, height, cfg.data.test_short_side, cfg.data.test_max_size)
     with tempfile.TemporaryDirectory() as tmp:
-        models = backends(cfg, Path(tmp), h, w, threads)
-        print(f"{args.config}: {args.frames} frames {height}x{width} -> network input "
+        models = backends(cfg, Path(tmp), h, w, threads, args.weights, args.int8)
+        print(f"{args.weights or args.config}: {args.frames} frames {height}x{width} -> network input "
               f"{h}x{w} (H x W), T={cfg.model.num_frames}, batch {args.batch_size}, {threads} threads")
         for name, fps in _fps(models, frames, args.batch_size, args.repeats).items():
-            print(f"{name:12s} {fps:7.2f} frames/s")
+            print(f"{name:16s} {fps:7.2f} frames/s")
+        if args.int8:
+            people = {k: list(models[k].predict_frames(frames, args.batch_size)) for k in ("onnxruntime",
+                                                                                         "onnxruntime-int8")}
+            diff = keypoint_difference(people["onnxruntime"], people["onnxruntime-int8"])
+            print("int8 vs float32 ONNX: {matched_people} people matched, {unmatched_people} unmatched, "
+                  "joint distance mean {mean_px:.3f} px, largest {max_px:.3f} px".format(**diff))
     return 0

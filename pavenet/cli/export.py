@@ -37,20 +37,27 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="dynamic batch axis in the clip graph (the streaming pair always has one)")
     p.add_argument("--graphs", nargs="+", choices=["clip", "streaming"], default=["clip", "streaming"],
                    help="which graphs to write (default: both)")
+    p.add_argument("--int8", action="store_true",
+                   help="also int8 copies of the streaming pair, NAME.int8.encoder.onnx / NAME.int8.decoder.onnx "
+                        "(dynamic quantisation of the matrix products; needs --graphs streaming)")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="config overrides (default: none)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    from pavenet.cli import fail
     from pavenet.config import apply_overrides, load_config
     from pavenet.data.transforms import resized_size
     from pavenet.export.onnx_export import ExportOptions, export_clip, export_streaming
+    from pavenet.export.onnx_quantize import quantize_streaming
     from pavenet.model import build_model
     from pavenet.model.loading import stored_config
     from pavenet.runtime.files import remove_stale
     from pavenet.runtime.weights import load_model_weights
 
+    if args.int8 and "streaming" not in args.graphs:
+        return fail("export", "--int8 quantises the streaming pair: add --graphs streaming")
     if args.config is None:
         cfg = stored_config(args.weights)
         cfg = apply_overrides(cfg, args.set, f"{args.weights} (stored config)") if args.set else cfg
@@ -70,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     if "streaming" in args.graphs:
         stream_opts = ExportOptions(h, w, args.opset, dynamic_batch=True)
         _timed("the streaming pair", lambda: export_streaming(model, cfg, args.out, stream_opts))
+    if args.int8:
+        _timed("the int8 streaming pair", lambda: quantize_streaming(args.out))
     return 0
 
 
