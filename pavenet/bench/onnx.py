@@ -15,6 +15,7 @@ Needs the ``onnx`` extra (onnx, onnxruntime, onnxscript), imported by the export
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from pavenet.model import build_model
 from pavenet.model.loading import load_checkpoint_model, stored_config
 from pavenet.runtime.arguments import Parser, add_size_argument, example_epilog, positive_int
 from pavenet.runtime.checkpoint import save_checkpoint
+from pavenet.runtime.files import atomic_write_json
 
 
 def _fps(backends: dict[str, PoseEstimator], frames: list[np.ndarray], batch_size: int,
@@ -103,9 +105,19 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=positive_int, default=3, help="passes per backend (the best is kept)")
     parser.add_argument("--weights", default=None,
                         help="a trained checkpoint to time, with its stored config (default: random weights)")
+    parser.add_argument("--out", default=None, metavar="FILE.json", help="also write the results as JSON (default: none)")
     parser.add_argument("--int8", action="store_true",
                         help="also the int8 ONNX pair: its speed and its people against the float32 pair's")
     return parser
+
+
+def _int8_difference(models: dict[str, PoseEstimator], frames: list[np.ndarray], batch_size: int) -> dict:
+    """:func:`keypoint_difference` of the int8 pair's people against the float32 pair's, printed."""
+    people = {k: list(models[k].predict_frames(frames, batch_size)) for k in ("onnxruntime", "onnxruntime-int8")}
+    diff = keypoint_difference(people["onnxruntime"], people["onnxruntime-int8"])
+    print("int8 vs float32 ONNX: {matched_people} people matched, {unmatched_people} unmatched, "
+          "joint distance mean {mean_px:.3f} px, largest {max_px:.3f} px".format(**diff))
+    return diff
 
 
 def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
@@ -116,16 +128,20 @@ def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
     height, width = args.size
     frames, _ = generate_video(0, args.frames, size=(width, height))
     w, h = resized_size(width, height, cfg.data.test_short_side, cfg.data.test_max_size)
+    record = {"model": args.weights or args.config, "frames": args.frames, "size": [height, width],
+              "network_input": [h, w], "num_frames": cfg.model.num_frames, "batch_size": args.batch_size,
+              "threads": threads, "repeats": args.repeats, "torch": torch.__version__,
+              "onnxruntime": importlib.metadata.version("onnxruntime")}
     with tempfile.TemporaryDirectory() as tmp:
         models = backends(cfg, Path(tmp), h, w, threads, args.weights, args.int8)
-        print(f"{args.weights or args.config}: {args.frames} frames {height}x{width} -> network input "
+        print(f"{record['model']}: {args.frames} frames {height}x{width} -> network input "
               f"{h}x{w} (H x W), T={cfg.model.num_frames}, batch {args.batch_size}, {threads} threads")
-        for name, fps in _fps(models, frames, args.batch_size, args.repeats).items():
+        record["frames_per_second"] = _fps(models, frames, args.batch_size, args.repeats)
+        for name, fps in record["frames_per_second"].items():
             print(f"{name:16s} {fps:7.2f} frames/s")
         if args.int8:
-            people = {k: list(models[k].predict_frames(frames, args.batch_size)) for k in ("onnxruntime",
-                                                                                         "onnxruntime-int8")}
-            diff = keypoint_difference(people["onnxruntime"], people["onnxruntime-int8"])
-            print("int8 vs float32 ONNX: {matched_people} people matched, {unmatched_people} unmatched, "
-                  "joint distance mean {mean_px:.3f} px, largest {max_px:.3f} px".format(**diff))
+            record["int8_vs_float32"] = _int8_difference(models, frames, args.batch_size)
+    if args.out:
+        atomic_write_json(args.out, record)
+        print(f"raw results in {args.out}")
     return 0
