@@ -130,10 +130,10 @@ def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
     w, h = resized_size(width, height, cfg.data.test_short_side, cfg.data.test_max_size)
     record = {"model": args.weights or args.config, "frames": args.frames, "size": [height, width],
               "network_input": [h, w], "num_frames": cfg.model.num_frames, "batch_size": args.batch_size,
-              "threads": threads, "repeats": args.repeats, "torch": torch.__version__,
-              "onnxruntime": importlib.metadata.version("onnxruntime")}
+              "threads": threads, "repeats": args.repeats, "torch": torch.__version__}
     with tempfile.TemporaryDirectory() as tmp:
         models = backends(cfg, Path(tmp), h, w, threads, args.weights, args.int8)
+        record["onnxruntime"] = importlib.metadata.version("onnxruntime")  # installed: backends loaded it
         print(f"{record['model']}: {args.frames} frames {height}x{width} -> network input "
               f"{h}x{w} (H x W), T={cfg.model.num_frames}, batch {args.batch_size}, {threads} threads")
         record["frames_per_second"] = _fps(models, frames, args.batch_size, args.repeats)

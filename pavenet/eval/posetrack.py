@@ -118,31 +118,42 @@ def _grouped(values: dict[str, float | None]) -> list[float | None]:
     return out
 
 
+#: column heads of the AP table: the joint groups (first four letters) and the total
+_AP_HEADS = [g[:4] for g in EVAL_GROUPS] + ["Total"]
+
+
+def _line(prefix: str, cells: list[str]) -> str:
+    """One row of the official text table: ``prefix & c1 & c2 ... \\\\``."""
+    return prefix + "& " + " & ".join(cells) + " \\\\"
+
+
+def _head_line(prefix: str, heads: list[str]) -> str:
+    return _line(prefix, [f"{h:<5}" for h in heads])
+
+
+def _ap_line(prefix: str, ap: dict[str, float | None]) -> str:
+    """``prefix`` then the grouped AP cells and the total, as in the official table."""
+    return _line(prefix, [_cell(v) for v in _grouped(ap) + [ap["total"]]])
+
+
 def format_ap_rows(rows: dict[str, dict[str, float | None]]) -> str:
     """Several per-joint AP results, one line each (grouped as in the official table), named."""
     width = max(len(name) for name in rows)
-    groups = [g[:4] for g in EVAL_GROUPS] + ["Total"]
-    lines = [" " * width + " & " + " & ".join(f"{g:<5}" for g in groups) + " \\\\"]
-    for name, ap in rows.items():
-        cells = _grouped(ap) + [ap["total"]]
-        lines.append(f"{name:<{width}} & " + " & ".join(_cell(v) for v in cells) + " \\\\")
+    lines = [_head_line(" " * width + " ", _AP_HEADS)]
+    lines += [_ap_line(f"{name:<{width}} ", ap) for name, ap in rows.items()]
     return "\n".join(lines)
 
 
 def format_table(result: dict) -> str:
     """The official-style text tables (AP, and MOT metrics when available)."""
-    groups = [g[:4] for g in EVAL_GROUPS] + ["Total"]
-    lines = ["Average Precision (AP) metric:", "& " + " & ".join(f"{g:<5}" for g in groups) + " \\\\"]
-    cells = _grouped(result["ap"]) + [result["ap"]["total"]]
-    lines.append("& " + " & ".join(_cell(v) for v in cells) + " \\\\")
+    lines = ["Average Precision (AP) metric:", _head_line("", _AP_HEADS), _ap_line("", result["ap"])]
     if result.get("mota") is not None:
-        heads = ["MOTA"] * 8 + ["MOTP", "Prec", "Rec"]
         lines += ["Multiple Object Tracking (MOT) metrics:",
-                  "& " + " & ".join(f"{h:<5}" for h in heads) + " \\\\",
-                  "& " + " & ".join(f"{g:<5}" for g in groups + ["Total"] * 3) + " \\\\"]
+                  _head_line("", ["MOTA"] * 8 + ["MOTP", "Prec", "Rec"]),
+                  _head_line("", _AP_HEADS + ["Total"] * 3)]
         cells = _grouped(result["mota"]) + [result["mota"]["total"], result["motp_total"],
                                              result["precision_total"], result["recall_total"]]
-        lines.append("& " + " & ".join(_cell(v) for v in cells) + " \\\\")
+        lines.append(_line("", [_cell(v) for v in cells]))
     else:
         lines.append("Tracking (MOTA): not available")
     return "\n".join(lines)

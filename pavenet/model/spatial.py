@@ -77,8 +77,7 @@ class SpatialStage(nn.Module):
             raise ValueError(f"the model was built for {self.num_frames} frames, got {t}")
         if self.training and not self.neighbour_grad and t > 1 and torch.is_grad_enabled():
             return self._encode_key_with_grad(frames, mask)
-        frame_mask = mask[:, None].expand(-1, t, -1, -1).flatten(0, 1)
-        return self.encode(frames.flatten(0, 1), frame_mask)
+        return self.encode(frames.flatten(0, 1), _per_frame(mask, t))
 
     def _encode_key_with_grad(self, frames: Tensor, mask: Tensor) -> FrameMemory:
         """:meth:`encode_clips` with gradients through the key frames only: the B key frames and
@@ -87,8 +86,7 @@ class SpatialStage(nn.Module):
         others = [f for f in range(t) if f != self.key_frame]
         key = self.encode(frames[:, self.key_frame], mask)
         with torch.no_grad():
-            rest_mask = mask[:, None].expand(-1, t - 1, -1, -1).flatten(0, 1)
-            rest = self.encode(frames[:, others].flatten(0, 1), rest_mask)
+            rest = self.encode(frames[:, others].flatten(0, 1), _per_frame(mask, t - 1))
         position = torch.empty(b, t, dtype=torch.long, device=frames.device)  # in cat(key, rest)
         position[:, self.key_frame] = torch.arange(b, device=frames.device)
         position[:, others] = b + torch.arange(b * (t - 1), device=frames.device).view(b, t - 1)
@@ -99,6 +97,11 @@ class SpatialStage(nn.Module):
         if memory.memory.shape[0] != batch * self.num_frames:
             raise ValueError(f"decode: {memory.memory.shape[0]} frames for {batch} clips "
                              f"of {self.num_frames} frames")
+
+
+def _per_frame(mask: Tensor, frames: int) -> Tensor:
+    """The clip masks (B, H, W) repeated for each of ``frames`` frames of a clip: (B*frames, H, W)."""
+    return mask[:, None].expand(-1, frames, -1, -1).flatten(0, 1)
 
 
 def _check_sizes(cfg: ModelConfig, channels: list[int]) -> int:
