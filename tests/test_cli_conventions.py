@@ -142,6 +142,7 @@ def test_misspelled_subcommand_gets_a_suggestion(capsys):
     (["synth", "out", "--max-persns", "2"], "synth", "--max-persns 2", "--max-persons"),
     (["eval", "gt", "pred", "--per-seqence"], "eval", "--per-seqence", "--per-sequence"),
     (["bench", "--quikc"], "bench", "--quikc", "--quick"),
+    (["bench", "--warmpu", "1"], "bench", "--warmpu 1", "--warmup"),
 ])
 def test_misspelled_option_is_reported_by_its_command_with_a_suggestion(argv, command, wrong, right, capsys):
     with pytest.raises(SystemExit) as exit_:

@@ -137,6 +137,7 @@ class Parser(argparse.ArgumentParser):
     def parse_known_args(self, args: Optional[Sequence[str]] = None,
                          namespace: Optional[argparse.Namespace] = None):
         args = self._normalise_sizes(list(sys.argv[1:] if args is None else args))
+        self._raw_args = args
         namespace, extras = super().parse_known_args(args, namespace)
         if extras:
             self.error(self.unrecognized(extras))
@@ -168,9 +169,22 @@ class Parser(argparse.ArgumentParser):
         hints = list(dict.fromkeys(h for h in hints if h))
         return message + (f" (did you mean {' or '.join(hints)}?)" if hints else "")
 
+    def _unknown_flag_before(self, value: Any) -> Optional[str]:
+        """The unknown ``--flag`` just before ``value`` on the command line (its value, taken
+        for a positional argument), or None."""
+        raw = getattr(self, "_raw_args", [])
+        k = raw.index(value) if value in raw else 0
+        flag = raw[k - 1].split("=", 1)[0] if k > 0 else ""
+        known = any(option.startswith(flag) for option in self._option_string_actions)
+        return flag if flag.startswith("--") and not known else None
+
     def _check_value(self, action: argparse.Action, value: Any) -> None:
-        """argparse's invalid-choice error, with the closest choice."""
+        """argparse's invalid-choice error, with the closest choice; a positional choice that
+        is the value of a misspelled option reports the option (with its closest spelling)."""
         if action.choices is not None and value not in action.choices:
+            flag = None if action.option_strings else self._unknown_flag_before(value)
+            if flag:
+                self.error(self.unrecognized([flag, str(value)]))
             names = ", ".join(repr(c) for c in action.choices)
             hint = closest(str(value), [str(c) for c in action.choices])
             raise argparse.ArgumentError(action, f"invalid choice: {value!r} (choose from {names})"
