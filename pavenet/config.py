@@ -127,6 +127,10 @@ class ModelConfig:
     #: step; trainable BatchNorm then takes its statistics from the key frames and the other
     #: frames apart); true = every frame is trained (released). Inference is the same either way
     neighbour_grad: bool = True
+    #: pose-aware attention (pose and joint decoders, VEPE's STPD): "query" = each frame's
+    #: share of a head's weight comes from the query alone (published); "content" = plus a
+    #: score of the values sampled in that frame, zero at initialisation (pavenet's option)
+    frame_weights: Literal["query", "content"] = "query"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     vepe: VepeConfig = field(default_factory=VepeConfig)
 

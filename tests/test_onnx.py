@@ -20,7 +20,7 @@ from pavenet.export.onnx_export import (CLIP_OUTPUTS, ExportOptions, export_clip
 from pavenet.export.onnx_runtime import OnnxRuntimeNetwork  # noqa: E402
 from pavenet.model import build_model  # noqa: E402
 
-pytestmark = pytest.mark.slow  # three ONNX exports, ~100 s of one CPU core in all
+pytestmark = pytest.mark.slow  # four ONNX exports
 
 VIDEO_HW = (96, 128)
 #: test resize that keeps the 128x96 test video at its size
@@ -85,6 +85,23 @@ def test_clip_graph_matches_pytorch(tiny, tmp_path):
     other = (size[0] + 32, size[1])
     with pytest.raises(Exception, match="dimensions"):
         _run_clip(session, torch.zeros(1, 3, 3, *other), torch.zeros(1, *other, dtype=torch.bool))
+
+
+def test_clip_graph_with_content_frame_weights_matches_pytorch(tmp_path):
+    """``model.frame_weights=content`` (log-sum-exp, per-frame samples) exports and runs."""
+    cfg = load_config("configs/synthetic_tiny.yaml", [*OVERRIDES, "model.frame_weights=content"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = export_clip(model, cfg, tmp_path / "model.onnx", ExportOptions(64, 64))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    frames = torch.randn(1, 3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    mask = torch.zeros(1, 64, 64, dtype=torch.bool)
+    with torch.no_grad():
+        ref = model(frames, mask)
+    _assert_outputs_match(_run_clip(session, frames, mask), ref)
 
 
 def _write_video(path: Path) -> None:

@@ -4,7 +4,8 @@
 network (pose decoder, joint decoder, VEPE's STDME / STPD) while it is active and records, for
 each call, the share of every query's attention weight on each frame: the weights of a head sum
 to 1 over frames x levels x points (one softmax), so the share of frame t is the weight summed
-over levels and points, averaged over heads.
+over levels and points, averaged over heads. A module with ``frame_weights="content"`` computes
+the frames' shares in ``frame_share``, which the probe records instead.
 """
 from __future__ import annotations
 
@@ -21,21 +22,30 @@ class FrameAttentionProbe:
         self.modules = {name: m for name, m in model.named_modules() if isinstance(m, FrameDeformAttn)}
         self.shares: dict[str, list[Tensor]] = {name: [] for name in self.modules}
 
-    def _wrap(self, name: str, module: FrameDeformAttn):
-        original = module.sampling
+    def _record(self, name: str, share: Tensor) -> None:
+        """``share`` (B, T, Q, M) -> the list of ``name``, as (B, Q, T) averaged over heads."""
+        self.shares[name].append(share.detach().float().mean(-1).permute(0, 2, 1).cpu())
 
-        def sampling(*args, **kwargs):
-            locations, weights = original(*args, **kwargs)  # weights (B, T, Q, M, L, P)
-            share = weights.detach().float().sum((-1, -2)).mean(-1)  # (B, T, Q)
-            self.shares[name].append(share.permute(0, 2, 1).cpu())
-            return locations, weights
-        return sampling
+    @staticmethod
+    def _method(module: FrameDeformAttn) -> str:
+        return "sampling" if module.content_query is None else "frame_share"
+
+    def _wrap(self, name: str, module: FrameDeformAttn):
+        method = self._method(module)
+        original = getattr(module, method)
+
+        def wrapped(*args, **kwargs):
+            # sampling: (locations, weights (B, T, Q, M, L, P)); frame_share: (B, T, Q, M)
+            result = original(*args, **kwargs)
+            self._record(name, result[1].sum((-1, -2)) if method == "sampling" else result)
+            return result
+        return wrapped
 
     def __enter__(self) -> "FrameAttentionProbe":
         for name, module in self.modules.items():
-            module.sampling = self._wrap(name, module)
+            setattr(module, self._method(module), self._wrap(name, module))
         return self
 
     def __exit__(self, *exc: object) -> None:
         for module in self.modules.values():
-            del module.sampling  # the instance attribute; the class method shows again
+            delattr(module, self._method(module))  # the instance attribute; the class method shows again

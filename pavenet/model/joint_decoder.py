@@ -63,11 +63,13 @@ class JointDecoderLayer(PostNormLayer):
     """Post-norm layer: self-attention among a person's joints, multi-frame deformable attention, FFN."""
 
     def __init__(self, d_model: int, num_heads: int, num_levels: int, num_points: int,
-                 num_frames: int, ffn_dim: int, dropout: float, value_mask: str = "after_proj") -> None:
+                 num_frames: int, ffn_dim: int, dropout: float, value_mask: str = "after_proj",
+                 frame_weights: str = "query") -> None:
         super().__init__()
         self.add_self_attention(d_model, num_heads, dropout)
         self.cross_attn = FrameDeformAttn(d_model, num_heads, num_levels, num_points,
-                                          num_frames, zero_offsets=False, value_mask=value_mask)
+                                          num_frames, zero_offsets=False, value_mask=value_mask,
+                                          frame_weights=frame_weights)
         self.norm2 = nn.LayerNorm(d_model)
         self.add_feed_forward(d_model, ffn_dim, dropout, "norm3")
 

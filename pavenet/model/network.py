@@ -194,7 +194,7 @@ def build_pavenet(cfg: ModelConfig, joint_selector: Optional[MatchedQuerySelecto
     spatial = build_spatial_parts(cfg)
     d, t, levels = cfg.hidden_dim, cfg.num_frames, spatial.num_levels
     joint_layer = JointDecoderLayer(d, cfg.num_heads, levels, cfg.joint_dec_points, t, cfg.ffn_dim,
-                                    cfg.dropout, cfg.value_mask)
+                                    cfg.dropout, cfg.value_mask, cfg.frame_weights)
     joint_heads = JointHeads(d, t, per_frame=cfg.joint_refine == "per_frame")
     return PAVENet(
         spatial, build_pose_decoder(cfg, levels, t),

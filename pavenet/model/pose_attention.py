@@ -9,14 +9,27 @@ frames' weighted samples are summed. The value projection is shared by all frame
 The pose decoder anchors the P = J points of a head at the query's J keypoints and scales
 offsets by half the size of that frame's pose box; the joint decoder anchors all P points at
 one joint and scales offsets by the size of a level's cell.
+
+``frame_weights="content"`` (pavenet's option, not the published network) lets what a frame
+shows decide its share. The joint softmax factors exactly into a softmax over frames of the
+frames' log-sum-exp logits times a softmax within each frame; the content mode adds to each
+frame's logit a score of its sampled values, <W q, v_t> / sqrt(Dh) per head. W starts at zero,
+so an untrained content mode computes the published attention.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
 
 from .deformable_attention import init_grid_offsets, ms_deform_attn
 from .encoder import FrameMemory
+
+
+def wide(x: Tensor) -> Tensor:
+    """``x`` in at least float32 (softmax and log-sum-exp of half-precision logits)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 class FrameDeformAttn(nn.Module):
@@ -33,16 +46,23 @@ class FrameDeformAttn(nn.Module):
         value_mask: "after_proj" zeroes the projected values of padding tokens (they read as
             zeros whatever the padding); "before_proj" zeroes the memory before the projection,
             as the published model does (padded values then hold the projection's bias).
+        frame_weights: "query" = the frames' shares come from the query alone (published);
+            "content" = plus a score of each frame's sampled values (module docstring); one
+            frame (T = 1) always computes "query".
     """
 
     def __init__(self, d_model: int, num_heads: int, num_levels: int, num_points: int,
-                 num_frames: int, zero_offsets: bool, value_mask: str = "after_proj") -> None:
+                 num_frames: int, zero_offsets: bool, value_mask: str = "after_proj",
+                 frame_weights: str = "query") -> None:
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"d_model {d_model} is not divisible by num_heads {num_heads}")
         if value_mask not in ("after_proj", "before_proj"):
             raise ValueError(f"value_mask must be 'after_proj' or 'before_proj', got {value_mask!r}")
+        if frame_weights not in ("query", "content"):
+            raise ValueError(f"frame_weights must be 'query' or 'content', got {frame_weights!r}")
         self.value_mask = value_mask
+        self.frame_weights = frame_weights if num_frames > 1 else "query"
         self.d_model, self.num_heads, self.num_levels = d_model, num_heads, num_levels
         self.num_points, self.num_frames = num_points, num_frames
         n_samples = num_frames * num_heads * num_levels * num_points
@@ -50,6 +70,7 @@ class FrameDeformAttn(nn.Module):
         self.attention_weights = nn.Linear(d_model, n_samples)
         self.value_proj = nn.Linear(d_model, d_model)
         self.output_proj = nn.Linear(d_model, d_model)
+        self.content_query = nn.Linear(d_model, d_model) if self.frame_weights == "content" else None
         self.reset_parameters(zero_offsets)
 
     def reset_parameters(self, zero_offsets: bool) -> None:
@@ -66,6 +87,9 @@ class FrameDeformAttn(nn.Module):
         for proj in (self.value_proj, self.output_proj):
             nn.init.xavier_uniform_(proj.weight)
             nn.init.zeros_(proj.bias)
+        if self.content_query is not None:
+            nn.init.zeros_(self.content_query.weight)
+            nn.init.zeros_(self.content_query.bias)
 
     def project_value(self, memory: FrameMemory) -> Tensor:
         """(B*T, S, D) memory -> (B*T, S, M, Dh) values, masked on padding (see ``value_mask``)."""
@@ -76,9 +100,21 @@ class FrameDeformAttn(nn.Module):
             value = self.value_proj(memory.memory).masked_fill(padding, 0.0)
         return value.unflatten(-1, (self.num_heads, self.d_model // self.num_heads))
 
+    def locations_logits(self, query: Tensor, anchors: Tensor, scale: Tensor,
+                         valid_ratios: Tensor) -> tuple[Tensor, Tensor]:
+        """Sampling locations (B, T, Q, M, L, P, 2) in the padded maps and the query's
+        attention logits (B, Q, M, T, L*P); arguments as in :meth:`sampling`."""
+        b, q, _ = query.shape
+        t, m, lv, p = self.num_frames, self.num_heads, self.num_levels, self.num_points
+        offsets = self.sampling_offsets(query).view(b, q, t, m, lv, p, 2)
+        points = anchors[:, :, :, None, None] + offsets * scale[:, :, :, None]
+        locations = points * valid_ratios[:, None, :, None, :, None, :]
+        logits = self.attention_weights(query).view(b, q, t, m, lv * p).transpose(2, 3)
+        return locations.permute(0, 2, 1, 3, 4, 5, 6), logits
+
     def sampling(self, query: Tensor, anchors: Tensor, scale: Tensor,
                  valid_ratios: Tensor) -> tuple[Tensor, Tensor]:
-        """Sampling locations and jointly normalised weights.
+        """Sampling locations and the query's jointly normalised weights.
 
         Args:
             query: (B, Q, D).
@@ -91,14 +127,31 @@ class FrameDeformAttn(nn.Module):
         """
         b, q, _ = query.shape
         t, m, lv, p = self.num_frames, self.num_heads, self.num_levels, self.num_points
-        offsets = self.sampling_offsets(query).view(b, q, t, m, lv, p, 2)
-        points = anchors[:, :, :, None, None] + offsets * scale[:, :, :, None]
-        locations = points * valid_ratios[:, None, :, None, :, None, :]
-        logits = self.attention_weights(query).view(b, q, t, m, lv * p)
-        logits = logits.transpose(2, 3).reshape(b, q, m, t * lv * p)
-        weights = torch.softmax(logits.float(), dim=-1).to(query.dtype)
-        weights = weights.view(b, q, m, t, lv, p).permute(0, 3, 1, 2, 4, 5)
-        return locations.permute(0, 2, 1, 3, 4, 5, 6), weights
+        locations, logits = self.locations_logits(query, anchors, scale, valid_ratios)
+        weights = torch.softmax(wide(logits.reshape(b, q, m, t * lv * p)), dim=-1).to(query.dtype)
+        return locations, weights.view(b, q, m, t, lv, p).permute(0, 3, 1, 2, 4, 5)
+
+    def frame_share(self, frame_logits: Tensor, content: Tensor) -> Tensor:
+        """Each frame's share of a head's weight (B, T, Q, M), a softmax over the T frames of
+        the query's frame logits (B, Q, M, T) plus the content scores (B, T, Q, M)."""
+        total = wide(frame_logits.permute(0, 3, 1, 2)) + wide(content)
+        return torch.softmax(total, dim=1).to(content.dtype)
+
+    def content_frames(self, query: Tensor, anchors: Tensor, scale: Tensor,
+                       memory: FrameMemory, value: Tensor) -> Tensor:
+        """``frame_weights="content"``: per-frame weighted samples (B, T, Q, M, Dh)."""
+        b, q, _ = query.shape
+        t, m, dh = self.num_frames, self.num_heads, self.d_model // self.num_heads
+        ratios = memory.valid_ratios.view(b, t, self.num_levels, 2)
+        locations, logits = self.locations_logits(query, anchors, scale, ratios)
+        within = torch.softmax(wide(logits), dim=-1).to(query.dtype)  # (B, Q, M, T, L*P)
+        within = within.view(b, q, m, t, self.num_levels, self.num_points).permute(0, 3, 1, 2, 4, 5)
+        frames = ms_deform_attn(value, memory.shapes, locations.flatten(0, 1), within.flatten(0, 1))
+        frames = frames.view(b, t, q, m, dh)
+        key = self.content_query(query).view(b, 1, q, m, dh)
+        content = (frames * key).sum(-1) / math.sqrt(dh)
+        share = self.frame_share(torch.logsumexp(wide(logits), dim=-1), content)
+        return frames * share[..., None]
 
     def sample_frames(self, query: Tensor, anchors: Tensor, scale: Tensor,
                       memory: FrameMemory, value: Tensor | None = None) -> Tensor:
@@ -111,6 +164,8 @@ class FrameDeformAttn(nn.Module):
         t = self.num_frames
         if value is None:
             value = self.project_value(memory)
+        if self.content_query is not None:
+            return self.content_frames(query, anchors, scale, memory, value).view(b, t, q, self.d_model)
         ratios = memory.valid_ratios.view(b, t, self.num_levels, 2)
         locations, weights = self.sampling(query, anchors, scale, ratios)
         sampled = ms_deform_attn(value, memory.shapes, locations.flatten(0, 1),

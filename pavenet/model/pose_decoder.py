@@ -66,11 +66,12 @@ class PoseDecoderLayer(PostNormLayer):
 
     def __init__(self, d_model: int, num_heads: int, num_levels: int, num_joints: int,
                  num_frames: int, ffn_dim: int, dropout: float, value_mask: str = "after_proj",
-                 box_min: float = 0.0) -> None:
+                 box_min: float = 0.0, frame_weights: str = "query") -> None:
         super().__init__()
         self.add_self_attention(d_model, num_heads, dropout)
         self.cross_attn = FrameDeformAttn(d_model, num_heads, num_levels, num_joints,
-                                          num_frames, zero_offsets=True, value_mask=value_mask)
+                                          num_frames, zero_offsets=True, value_mask=value_mask,
+                                          frame_weights=frame_weights)
         self.box_min = box_min
         self.norm2 = nn.LayerNorm(d_model)
         self.add_feed_forward(d_model, ffn_dim, dropout, "norm3")

@@ -144,6 +144,6 @@ def build_pose_decoder(cfg: ModelConfig, num_levels: int, num_frames: int) -> Po
     """PAVE-Net's pose decoder over clips of ``num_frames`` frames (VEPE runs it on one frame)."""
     d, j = cfg.hidden_dim, cfg.num_joints
     layer = PoseDecoderLayer(d, cfg.num_heads, num_levels, j, num_frames, cfg.ffn_dim, cfg.dropout,
-                             cfg.value_mask, cfg.pose_box_min)
+                             cfg.value_mask, cfg.pose_box_min, cfg.frame_weights)
     return PoseDecoder(layer, PoseHeads(d, cfg.refine_hidden, j, num_frames), cfg.pose_dec_layers,
                        pose_position(cfg), cfg.detach_references)

@@ -38,6 +38,7 @@ def build_stpd(cfg: ModelConfig, num_levels: int, temporal: bool) -> PoseDecoder
     """STPD (``temporal``) or the key-frame-only decoder, with T-frame heads."""
     d, t, j = cfg.hidden_dim, cfg.num_frames, cfg.num_joints
     layer_cls, frames = (PoseDecoderLayer, t) if temporal else (KeyFrameDecoderLayer, 1)
-    layer = layer_cls(d, cfg.num_heads, num_levels, j, frames, cfg.ffn_dim, cfg.dropout)
+    layer = layer_cls(d, cfg.num_heads, num_levels, j, frames, cfg.ffn_dim, cfg.dropout,
+                      frame_weights=cfg.frame_weights)
     return PoseDecoder(layer, PoseHeads(d, cfg.refine_hidden, j, t), cfg.vepe.stpd_layers,
                        pose_position(cfg))
