@@ -30,9 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _write_results(args: argparse.Namespace, est, cfg, split: str, out: Path, result: dict) -> None:
-    """Print and write the metrics; with ``--temporal-report`` also the AP by key-frame
-    degradation and, for T > 1, the attention on the neighbouring frames."""
+def _write_results(est, cfg, split: str, out: Path, result: dict, subsets: dict | None) -> None:
+    """Print and write the metrics; given the degraded / clean key frames ``subsets``
+    (``--temporal-report``) also the AP on each and, for T > 1, the attention on the
+    neighbouring frames."""
     from pavenet.engine.temporal_report import attention_to_neighbours, format_attention
     from pavenet.eval.frame_subsets import ap_by_degradation, format_subsets
     from pavenet.eval.posetrack import format_table
@@ -41,13 +42,13 @@ def _write_results(args: argparse.Namespace, est, cfg, split: str, out: Path, re
     print(format_table(result))
     atomic_write_json(out / "metrics.json", result)
     print(f"predictions in {out / 'predictions'}, metrics in {out / 'metrics.json'}")
-    if not args.temporal_report:
+    if subsets is None:
         return
     gt_dir = Path(cfg.data.root) / "annotations" / split
-    report = {"ap": ap_by_degradation(gt_dir, out / "predictions")}
+    report = {"ap": ap_by_degradation(gt_dir, out / "predictions", subsets)}
     print("AP by key-frame degradation:\n" + format_subsets(report["ap"]))
     if cfg.model.num_frames > 1:
-        report["attention_on_neighbours"] = attention_to_neighbours(est, cfg, split, gt_dir, progress=True)
+        report["attention_on_neighbours"] = attention_to_neighbours(est, cfg, split, subsets, progress=True)
         print(format_attention(report["attention_on_neighbours"]))
     atomic_write_json(out / "temporal_report.json", report)
     print(f"temporal report in {out / 'temporal_report.json'}")
@@ -118,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set)
     split = args.split or cfg.data.val_split
-    if args.temporal_report:
-        temporal_subsets(Path(cfg.data.root) / "annotations" / split)  # fail before predicting
+    # read (and refused when not a temporal split) before predicting
+    subsets = temporal_subsets(Path(cfg.data.root) / "annotations" / split) if args.temporal_report else None
     info = init_distributed(args.device)
     try:
         out = _shared_out(args, split, info.is_main)
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             result = evaluate_split(est, cfg, split, out / "predictions", batch_size=args.batch_size)
         if result is not None:
-            _write_results(args, est, cfg, split, out, result)
+            _write_results(est, cfg, split, out, result, subsets)
         return 0
     finally:
         cleanup()

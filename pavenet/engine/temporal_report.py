@@ -51,11 +51,14 @@ def _neighbour_share(probe: FrameAttentionProbe, kept: torch.Tensor, num_queries
     return out
 
 
-def attention_to_neighbours(est: PoseEstimator, cfg: Config, split: str = "val", gt_dir: Path | None = None,
-                            max_clips: int = 0, progress: bool = False) -> dict[str, dict[str, float]]:
+def attention_to_neighbours(est: PoseEstimator, cfg: Config, split: str = "val",
+                            subsets: dict[str, set[int]] | None = None, max_clips: int = 0,
+                            progress: bool = False) -> dict[str, dict[str, float]]:
     """{"degraded" / "clean": {attention module: mean share on the non-key frames}} over the
-    labelled key frames of ``split`` (the first ``max_clips`` when > 0)."""
-    subsets = degradation_subsets(gt_dir or Path(cfg.data.root) / "annotations" / split)
+    labelled key frames of ``split`` (the first ``max_clips`` when > 0); ``subsets``: the
+    split's :func:`degradation_subsets` when already read."""
+    if subsets is None:
+        subsets = degradation_subsets(Path(cfg.data.root) / "annotations" / split)
     sums: dict[str, dict[str, list[float]]] = {"degraded": {}, "clean": {}}
     model, key = est.model, cfg.model.num_frames // 2
     clips = tqdm(_clips(cfg, split, max_clips), desc="attention", unit="clip", disable=not progress, leave=False)

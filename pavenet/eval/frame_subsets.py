@@ -49,9 +49,11 @@ def temporal_subsets(gt_dir: str | Path) -> dict[str, set[int]]:
     return subsets
 
 
-def ap_by_degradation(gt_dir: str | Path, pred_dir: str | Path) -> dict[str, dict]:
-    """Per-joint AP on the degraded, the clean and all frames of a temporal split."""
-    subsets = temporal_subsets(gt_dir)
+def ap_by_degradation(gt_dir: str | Path, pred_dir: str | Path,
+                      subsets: dict[str, set[int]] | None = None) -> dict[str, dict]:
+    """Per-joint AP on the degraded, the clean and all frames of a temporal split (``subsets``:
+    its :func:`temporal_subsets` when already read)."""
+    subsets = temporal_subsets(gt_dir) if subsets is None else subsets
     return evaluate_frame_subsets(gt_dir, pred_dir, {**subsets, "all": subsets["degraded"] | subsets["clean"]})
 
 
