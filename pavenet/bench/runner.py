@@ -28,7 +28,6 @@ import torch
 import torchvision
 from PIL import Image
 from torch import nn
-from tqdm import tqdm
 
 from pavenet.bench import MODELS
 from pavenet.bench.report import ratio_rows, reference_people, spread_rows, write_report
@@ -43,6 +42,7 @@ from pavenet.infer.compiled import copy_outputs
 from pavenet.model import build
 from pavenet.model.encoder import FrameMemory
 from pavenet.runtime.device import pick_device
+from pavenet.runtime.progress import progress_bar
 
 DEFAULT_PEOPLE = (1, 3, 5, 10, 20, 50)
 QUICK_PEOPLE = (1, 3)
@@ -371,7 +371,7 @@ def run_benchmark(plan: BenchPlan, progress: bool = True) -> dict:
     bench = Bench(s, nets)
     rows: list[dict] = []
     report = _report(s, bench, nets, rows)
-    for case in tqdm(cases(s), desc="bench", unit="row", disable=not progress):
+    for case in progress_bar(cases(s), desc="bench", unit="row", disable=not progress):
         try:
             rows.append(bench.measure(case))
         except Exception as exc:

@@ -104,11 +104,14 @@ def _predict_frames(est, stream, args: argparse.Namespace, name: str, sink: _Ove
 
     from tqdm import tqdm
 
+    from pavenet.runtime.progress import progress_bar
+
     frames = []
     predictions = est.predict_video(stream, args.batch_size, args.score_threshold, keep_images=sink.needs_images)
     try:
-        with closing(predictions), tqdm(total=None if stream.source.live else stream.info.num_frames, desc=name,
-                                        unit="frame", leave=False, disable=quiet) as bar:
+        total = None if stream.source.live else stream.info.num_frames
+        with closing(predictions), progress_bar(total=total, desc=name, unit="frame", leave=False,
+                                                disable=quiet) as bar:
             for pred in predictions:
                 going = sink(pred) if sink.needs_images else True
                 pred.image = None
@@ -245,9 +248,10 @@ def _run_inputs(est, mine: list[tuple], args: argparse.Namespace, viewer, quiet:
     from tqdm import tqdm
 
     from pavenet.infer.video_io import VideoInputError
+    from pavenet.runtime.progress import progress_bar
 
     results = []
-    for index, source, name in tqdm(mine, desc="inputs", unit="input", disable=quiet):
+    for index, source, name in progress_bar(mine, desc="inputs", unit="input", disable=quiet):
         try:
             written, stats = _predict_one(est, source, name, index, args, viewer, quiet)
             for path in written:

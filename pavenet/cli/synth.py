@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from pavenet.runtime.progress import progress_bar
 
     from pavenet.data.synthetic import write_dataset
 
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     total = (args.videos + val) * args.frames
     height, width = args.size
     start = time.perf_counter()
-    with tqdm(total=total, unit="frame", desc="synth") as bar:
+    with progress_bar(total=total, unit="frame", desc="synth") as bar:
         write_dataset(args.out_dir, args.videos, args.frames, (width, height), args.max_persons, args.seed,
                       args.difficulty, val_videos=val, labeled_every=args.labeled_every, progress=bar.update)
     elapsed = time.perf_counter() - start

@@ -58,12 +58,12 @@ def _predict_share(est, sequences, batch_size: int, quiet: bool) -> dict[str, by
     """The prediction files of this process's sequences: file name -> content."""
     import tempfile
 
-    from tqdm import tqdm
+    from pavenet.runtime.progress import progress_bar
 
     from pavenet.engine.evaluate import predict_sequence
 
     with tempfile.TemporaryDirectory(prefix="pavenet_test_") as tmp:
-        for seq in tqdm(sequences, desc="predict", unit="seq", disable=quiet, leave=False):
+        for seq in progress_bar(sequences, desc="predict", unit="seq", disable=quiet, leave=False):
             predict_sequence(est, seq, Path(tmp) / seq.source.name, batch_size)
         return {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir())}
 

@@ -16,7 +16,6 @@ from typing import Iterator, Optional
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from pavenet.config import Config
 from pavenet.data.build import load_split
@@ -25,6 +24,7 @@ from pavenet.data.posetrack import Sequence
 from pavenet.eval.posetrack import evaluate_posetrack
 from pavenet.eval.writers import PredictedPerson, write_annolist_predictions, write_posetrack_predictions
 from pavenet.infer.estimator import PoseEstimator
+from pavenet.runtime.progress import progress_bar
 
 
 def read_frames(seq: Sequence) -> Iterator[np.ndarray]:
@@ -57,7 +57,7 @@ def predict_split(est: PoseEstimator, sequences: list[Sequence], out_dir: Path, 
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    for seq in tqdm(sequences, desc="predict", unit="seq", disable=not progress, leave=False):
+    for seq in progress_bar(sequences, desc="predict", unit="seq", disable=not progress, leave=False):
         predict_sequence(est, seq, out_dir / seq.source.name, batch_size, score_threshold)
     return out_dir
 

@@ -9,6 +9,8 @@ from typing import Optional
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from pavenet.runtime.progress import progress_bar
+
 
 class RunLogger:
     """Writes scalars to ``RUN/metrics.jsonl`` and ``RUN/tb``; shows progress with ETA."""
@@ -21,7 +23,7 @@ class RunLogger:
         if not enabled:
             return
         self._tb = SummaryWriter(str(run_dir / "tb"))
-        self._bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
+        self._bar = progress_bar(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
 
     def step(self, step: int, losses: dict[str, float], lr: float) -> None:
         if not self.enabled:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from pavenet.config import Config
 from pavenet.data.build import load_split
@@ -22,6 +21,7 @@ from pavenet.data.clips import clip_indices, load_image
 from pavenet.eval.frame_subsets import degradation_subsets
 from pavenet.infer.estimator import PoseEstimator
 from pavenet.model.attention_probe import FrameAttentionProbe
+from pavenet.runtime.progress import progress_bar
 
 
 def _clips(cfg: Config, split: str, max_clips: int):
@@ -61,7 +61,8 @@ def attention_to_neighbours(est: PoseEstimator, cfg: Config, split: str = "val",
         subsets = degradation_subsets(Path(cfg.data.root) / "annotations" / split)
     sums: dict[str, dict[str, list[float]]] = {"degraded": {}, "clean": {}}
     model, key = est.model, cfg.model.num_frames // 2
-    clips = tqdm(_clips(cfg, split, max_clips), desc="attention", unit="clip", disable=not progress, leave=False)
+    clips = progress_bar(_clips(cfg, split, max_clips), desc="attention", unit="clip", disable=not progress,
+                         leave=False)
     for image_id, frames in clips:
         images = est.preprocess(frames)[None]
         mask = torch.zeros(1, *images.shape[-2:], dtype=torch.bool, device=images.device)
