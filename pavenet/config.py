@@ -131,6 +131,10 @@ class ModelConfig:
     #: share of a head's weight comes from the query alone (published); "content" = plus a
     #: score of the values sampled in that frame, zero at initialisation (pavenet's option)
     frame_weights: Literal["query", "content"] = "query"
+    #: PAVE-Net's encoder proposals: "key" = from the key frame's tokens alone (published);
+    #: "clip" = each token also sees the mean of the other frames' tokens at its position
+    #: (a zero-initialised MLP; a black or blurred key frame can propose its neighbours' people)
+    proposal_frames: Literal["key", "clip"] = "key"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     vepe: VepeConfig = field(default_factory=VepeConfig)
 

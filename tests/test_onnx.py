@@ -87,9 +87,11 @@ def test_clip_graph_matches_pytorch(tiny, tmp_path):
         _run_clip(session, torch.zeros(1, 3, 3, *other), torch.zeros(1, *other, dtype=torch.bool))
 
 
-def test_clip_graph_with_content_frame_weights_matches_pytorch(tmp_path):
-    """``model.frame_weights=content`` (log-sum-exp, per-frame samples) exports and runs."""
-    cfg = load_config("configs/synthetic_tiny.yaml", [*OVERRIDES, "model.frame_weights=content"])
+@pytest.mark.parametrize("option", ["model.frame_weights=content", "model.proposal_frames=clip"])
+def test_clip_graph_with_pavenet_options_matches_pytorch(tmp_path, option):
+    """pavenet's options of the temporal path export and run: ``model.frame_weights=content``
+    (log-sum-exp, per-frame samples), ``model.proposal_frames=clip`` (the other frames' tokens)."""
+    cfg = load_config("configs/synthetic_tiny.yaml", [*OVERRIDES, option])
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
     with torch.no_grad():

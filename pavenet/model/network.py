@@ -85,7 +85,7 @@ class PAVENet(SpatialStage):
         t = self.num_frames
         key = torch.arange(batch, device=memory.memory.device) * t + self.key_frame
         init = self.query_init(memory.memory[key], memory.padding_mask[key], memory.shapes,
-                               memory.valid_ratios[key])
+                               memory.valid_ratios[key], self._other_frames(memory, batch))
         reference = init.reference[:, :, None].expand(-1, -1, t, -1, -1)
         q = reference.shape[1]
         tgt, pos, masks = init.tgt, init.pos, ()
@@ -115,6 +115,15 @@ class PAVENet(SpatialStage):
             outputs["dn_outputs"] = [*dn_pose_outs, *dn_joint_outs]
             outputs["dn_track"], outputs["dn_valid"] = denoising.track, denoising.valid
         return outputs
+
+    def _other_frames(self, memory: FrameMemory, batch: int) -> Optional[Tensor]:
+        """(B, T-1, S, D) memory of each clip's non-key frames when the proposals use them
+        (``model.proposal_frames: clip``), else None."""
+        if self.query_init.neighbour_mix is None:
+            return None
+        t, key = self.num_frames, self.key_frame
+        clips = memory.memory.view(batch, t, *memory.memory.shape[1:])
+        return torch.cat((clips[:, :key], clips[:, key + 1:]), 1)
 
     def _joint_queries(self, last: dict[str, Tensor], targets: Optional[list[dict]]) -> Tensor:
         """(B, K) queries for the joint decoder: the top-k by score, or in training with a

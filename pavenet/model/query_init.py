@@ -4,10 +4,17 @@ Every key-frame token predicts a person score and J keypoints around its grid po
 top-Q tokens give the Q reference poses (copied to all T frames by the caller), the query
 content is the detached token feature plus a learned embedding, the query position a learned
 embedding.
+
+With ``neighbours=True`` (``model.proposal_frames: clip``, pavenet's option) a token's proposal
+also sees the other frames of the clip at the same position: its feature becomes
+``f_key + MLP([f_key, mean_t f_t])`` over the non-key frames t, the MLP's last layer zero at
+initialisation (then the published proposals). As published, a key frame that shows nobody
+(a dropped, black frame; heavy blur) proposes nobody, and the decoder, which starts from the
+proposals, cannot find the people its neighbours show.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -43,10 +50,11 @@ class QueryInit(nn.Module):
             padding tokens) is zeroed before the projection, their keypoints are 1 (a reference
             at +inf) and they are never selected. With 0, padding tokens only are excluded and
             their projected features zeroed.
+        neighbours: add the other frames' features to each token's (``forward``'s ``others``).
     """
 
     def __init__(self, d_model: int, num_queries: int, num_joints: int,
-                 hidden: Sequence[int] = (256, 256), margin: float = 0.0) -> None:
+                 hidden: Sequence[int] = (256, 256), margin: float = 0.0, neighbours: bool = False) -> None:
         super().__init__()
         if not 0.0 <= margin < 0.5:
             raise ValueError(f"model.proposal_margin must be in [0, 0.5), got {margin}")
@@ -59,6 +67,10 @@ class QueryInit(nn.Module):
         self.sigma = nn.Linear(d_model, 2 * num_joints)
         self.tgt_embed = nn.Embedding(num_queries, d_model)
         self.pos_embed = nn.Embedding(num_queries, d_model)
+        self.neighbour_mix = MLP(2 * d_model, [d_model], d_model) if neighbours else None
+        if self.neighbour_mix is not None:
+            nn.init.zeros_(self.neighbour_mix.layers[-1].weight)
+            nn.init.zeros_(self.neighbour_mix.layers[-1].bias)
 
     def features(self, memory: Tensor, padding_mask: Tensor, centers: Tensor) -> tuple[Tensor, Tensor]:
         """Projected token features (B, S, D) and the (B, S) mask of tokens that are no proposals."""
@@ -69,15 +81,29 @@ class QueryInit(nn.Module):
         invalid = padding_mask | ~inside
         return self.enc_norm(self.enc_output(memory.masked_fill(invalid[..., None], 0.0))), invalid
 
-    def forward(self, memory: Tensor, padding_mask: Tensor,
-                shapes: tuple[tuple[int, int], ...], valid_ratios: Tensor) -> QueryInitResult:
-        """``memory`` (B, S, D) key-frame tokens, ``padding_mask`` (B, S), ``valid_ratios`` (B, L, 2)."""
+    def with_neighbours(self, feats: Tensor, invalid: Tensor, others: Tensor, padding_mask: Tensor,
+                        centers: Tensor) -> Tensor:
+        """``feats`` (B, S, D) plus the mixing MLP of them and the mean projected feature of
+        ``others`` (B, N, S, D), the clip's other frames (same padding as the key frame);
+        unchanged on tokens that are no proposals."""
+        b, n, s, _ = others.shape
+        flat, _ = self.features(others.flatten(0, 1), padding_mask.repeat_interleave(n, 0),
+                                centers.repeat_interleave(n, 0))
+        mean = flat.view(b, n, s, -1).mean(1)
+        return feats + self.neighbour_mix(torch.cat((feats, mean), -1)).masked_fill(invalid[..., None], 0.0)
+
+    def forward(self, memory: Tensor, padding_mask: Tensor, shapes: tuple[tuple[int, int], ...],
+                valid_ratios: Tensor, others: Optional[Tensor] = None) -> QueryInitResult:
+        """``memory`` (B, S, D) key-frame tokens, ``padding_mask`` (B, S), ``valid_ratios`` (B, L, 2);
+        ``others`` (B, N, S, D): the clip's other frames, used when built with ``neighbours``."""
         b, s, _ = memory.shape
         if s < self.num_queries:
             raise ValueError(f"the key frame has {s} tokens, fewer than num_queries="
                              f"{self.num_queries}: use larger images or fewer queries")
         centers = token_centers(shapes, valid_ratios)
         feats, invalid = self.features(memory, padding_mask, centers)
+        if self.neighbour_mix is not None and others is not None and others.shape[1] > 0:
+            feats = self.with_neighbours(feats, invalid, others, padding_mask, centers)
         anchor = inverse_sigmoid(centers).to(feats.dtype)
         if self.margin > 0:
             anchor = anchor.masked_fill(invalid[..., None], float("inf"))

@@ -128,7 +128,10 @@ def build_spatial_parts(cfg: ModelConfig) -> SpatialParts:
     d = cfg.hidden_dim
     mapper = ChannelMapper(backbone.channels, d, bcfg.extra_levels, masked=cfg.neck_norm == "masked")
     layer = EncoderLayer(d, cfg.num_heads, levels, cfg.enc_points, cfg.ffn_dim, cfg.dropout)
-    query_init = QueryInit(d, cfg.num_queries, cfg.num_joints, cfg.proposal_hidden, cfg.proposal_margin)
+    if cfg.proposal_frames == "clip" and cfg.arch != "pavenet":
+        raise ValueError("model.proposal_frames=clip is PAVE-Net's (model.arch=pavenet); VEPE proposes on every frame")
+    query_init = QueryInit(d, cfg.num_queries, cfg.num_joints, cfg.proposal_hidden, cfg.proposal_margin,
+                           neighbours=cfg.proposal_frames == "clip" and cfg.num_frames > 1)
     return SpatialParts(backbone, mapper, SpatialEncoder(layer, cfg.enc_layers), query_init, levels,
                         cfg.neighbour_grad)
 
