@@ -53,15 +53,17 @@ def test_is_terminal():
 
 
 def test_the_training_bar_follows_its_stream(tmp_path, monkeypatch):
-    monkeypatch.setattr("sys.stderr", io.StringIO())
-    logger = RunLogger(tmp_path, total_steps=10, start_step=0, enabled=True)
-    try:
-        assert logger._bar.mininterval == LOG_INTERVAL_S
-    finally:
+    """120 one-second training steps (each sets the bar's losses and re-plans its length, as a
+    time-budgeted run does) redraw a file's bar once per interval, a terminal's every step."""
+    for stream, fewest, most in ((io.StringIO(), 1, 1 + 120 / LOG_INTERVAL_S + 1), (TerminalStream(), 120, 1000)):
+        monkeypatch.setattr("sys.stderr", stream)
+        logger = RunLogger(tmp_path, total_steps=120, start_step=0, enabled=True)
+        clock = [logger._bar.start_t]
+        logger._bar._time = lambda: clock[0]
+        for step in range(120):
+            clock[0] += 1.0
+            logger.step(step, {"loss": 1.0, "loss_kpt": 0.5}, 1e-4)
+            logger.set_total(240 - step)
         logger.close()
-    monkeypatch.setattr("sys.stderr", TerminalStream())
-    logger = RunLogger(tmp_path, total_steps=10, start_step=0, enabled=True)
-    try:
-        assert logger._bar.mininterval < 1.0
-    finally:
-        logger.close()
+        assert fewest <= stream.getvalue().count("\r") <= most
+        assert "loss=1" in stream.getvalue()

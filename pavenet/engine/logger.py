@@ -28,14 +28,13 @@ class RunLogger:
     def step(self, step: int, losses: dict[str, float], lr: float) -> None:
         if not self.enabled:
             return
-        self._bar.set_postfix(lr=f"{lr:.2e}", **shown_losses(losses))
+        self._bar.set_postfix(lr=f"{lr:.2e}", **shown_losses(losses), refresh=False)
         self._bar.update(1)
 
     def set_total(self, total: int) -> None:
-        """Re-plan the progress bar's length (time-budgeted runs)."""
-        if self.enabled and self._bar.total != total:
+        """Re-plan the progress bar's length (time-budgeted runs; shown at the next redraw)."""
+        if self.enabled:
             self._bar.total = total
-            self._bar.refresh()
 
     def log(self, step: int, kind: str, values: dict[str, float]) -> None:
         """Append one record to metrics.jsonl and TensorBoard (``kind``: train / val)."""
