@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -66,15 +67,17 @@ def test_share_follows_the_attention_logits_by_hand(tiny) -> None:
                                torch.ones(2, share.shape[1]))
 
 
-def _half_found(root, degraded: bool = True):
+def _half_found(root, degraded: bool = True, marks=None, found=(0, 1, 2)):
     """Frames 0-4 of one sequence with one person each; frames 3-4 marked degraded (when
-    ``degraded``) and without a prediction, frames 0-2 predicted 1 pixel off."""
-    images = [image(1, f, degradation="noise") if f >= 3 and degraded else image(1, f) for f in range(5)]
+    ``degraded``; ``marks``: {frame: kind} instead) and the ``found`` frames predicted 1 pixel
+    off."""
+    marks = ({3: "noise", 4: "noise"} if degraded else {}) if marks is None else marks
+    images = [image(1, f, degradation=marks[f]) if f in marks else image(1, f) for f in range(5)]
     gt, pred = [], []
     for f, img in enumerate(images):
         xy = base_pose(60 + 4 * f, 80)
         gt.append(gt_person(img["id"], 1, xy))
-        if f < 3:
+        if f in found:
             pred.append(pred_person(img["id"], 1, xy + 1.0))
     return images, *write_sequence(root, "000001_mpii_test", images, gt, pred)
 
@@ -85,7 +88,8 @@ def test_ap_of_frame_subsets_against_the_full_evaluation(tmp_path) -> None:
     images, gt_dir, pred_dir = _half_found(tmp_path)
     subsets = degradation_subsets(gt_dir)
     assert subsets == {"degraded": {images[3]["id"], images[4]["id"]},
-                       "clean": {img["id"] for img in images[:3]}}
+                       "clean": {img["id"] for img in images[:3]},
+                       "degraded: noise": {images[3]["id"], images[4]["id"]}}
     result = evaluate_frame_subsets(gt_dir, pred_dir, {**subsets, "all": subsets["clean"] | subsets["degraded"]})
     assert result["clean"]["frames"] == 3 and result["degraded"]["frames"] == 2
     assert result["clean"]["ap"]["total"] == pytest.approx(100.0)
@@ -126,16 +130,34 @@ def test_format_ap_rows_groups_the_joints_as_the_official_table() -> None:
     assert cells[-2] == "42.0" and lines[2].split()[-2] == "-"
 
 
+def test_ap_by_degradation_kind(tmp_path) -> None:
+    """A noisy frame found, two dropped ones missed: AP 100 and 0 by kind; the degraded frames
+    together: one of three people found at precision 1, AP 100/3."""
+    from pavenet.eval.frame_subsets import ap_by_degradation
+
+    images, gt_dir, pred_dir = _half_found(tmp_path, marks={2: "noise", 3: "dropped", 4: "dropped"})
+    result = ap_by_degradation(gt_dir, pred_dir)
+    assert list(result) == ["degraded", "clean", "all", "degraded: dropped", "degraded: noise"]
+    assert {k: v["frames"] for k, v in result.items()} == {"degraded": 3, "clean": 2, "all": 5,
+                                                             "degraded: dropped": 2, "degraded: noise": 1}
+    assert result["degraded: noise"]["ap"]["total"] == pytest.approx(100.0)
+    assert result["degraded: dropped"]["ap"]["total"] == pytest.approx(0.0)
+    assert result["degraded"]["ap"]["total"] == pytest.approx(100.0 / 3)
+    assert result["clean"]["ap"]["total"] == pytest.approx(100.0)
+
+
 def test_eval_by_degradation_on_the_command_line(tmp_path, capsys) -> None:
     _, gt_dir, pred_dir = _half_found(tmp_path / "temporal")
     out = tmp_path / "metrics.json"
     assert main(["eval", str(gt_dir), str(pred_dir), "--by-degradation", "--json", str(out)]) == 0
     result = json.loads(out.read_text())["by_degradation"]
-    assert {k: v["frames"] for k, v in result.items()} == {"degraded": 2, "clean": 3, "all": 5}
+    assert {k: v["frames"] for k, v in result.items()} == {"degraded": 2, "clean": 3, "all": 5, "degraded: noise": 2}
     assert result["clean"]["ap"]["total"] == pytest.approx(100.0)
     assert result["degraded"]["ap"]["total"] == pytest.approx(0.0)
     assert result["all"]["ap"]["total"] == pytest.approx(60.0)
-    assert "degraded (2 frames) &" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert re.search(r"^degraded \(2 frames\) +&", printed, re.M)
+    assert re.search(r"^degraded: noise \(2 frames\) &", printed, re.M)
     _, gt_dir, pred_dir = _half_found(tmp_path / "plain", degraded=False)
     assert main(["eval", str(gt_dir), str(pred_dir), "--by-degradation"]) == 2
     assert f"{gt_dir}: no frame is marked with a degradation" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 The frames are matched and scored exactly as :func:`pavenet.eval.posetrack.evaluate_posetrack`
 does; AP is then accumulated over the frames of each subset only. Ground-truth frames of the
 temporal synthetic split carry ``"degradation": KIND`` (:mod:`pavenet.data.synthetic_temporal`);
-:func:`degradation_subsets` turns that into the subsets "degraded" and "clean".
+:func:`degradation_subsets` turns that into the subsets "degraded" and "clean", and one per kind.
 """
 from __future__ import annotations
 
@@ -16,12 +16,17 @@ from pavenet.eval.posetrack_io import PoseTrackFormatError, load_folders
 
 
 def degradation_subsets(gt_dir: str | Path) -> dict[str, set[int]]:
-    """{"degraded": image ids of frames marked with a degradation, "clean": the others}."""
+    """{"degraded": image ids of frames marked with a degradation, "clean": the others,
+    "degraded: KIND": those marked KIND, for each kind present, in name order}."""
     subsets: dict[str, set[int]] = {"degraded": set(), "clean": set()}
+    kinds: dict[str, set[int]] = {}
     for path in sorted(Path(gt_dir).glob("*.json")):
         for image in json.loads(path.read_text()).get("images", []):
-            subsets["degraded" if image.get("degradation") else "clean"].add(int(image["id"]))
-    return subsets
+            kind = image.get("degradation")
+            subsets["degraded" if kind else "clean"].add(int(image["id"]))
+            if kind:
+                kinds.setdefault(f"degraded: {kind}", set()).add(int(image["id"]))
+    return {**subsets, **dict(sorted(kinds.items()))}
 
 
 def evaluate_frame_subsets(gt_dir: str | Path, pred_dir: str | Path, subsets: dict[str, set[int]],
@@ -51,10 +56,12 @@ def temporal_subsets(gt_dir: str | Path) -> dict[str, set[int]]:
 
 def ap_by_degradation(gt_dir: str | Path, pred_dir: str | Path,
                       subsets: dict[str, set[int]] | None = None) -> dict[str, dict]:
-    """Per-joint AP on the degraded, the clean and all frames of a temporal split (``subsets``:
-    its :func:`temporal_subsets` when already read)."""
+    """Per-joint AP on the degraded, the clean and all frames of a temporal split, then on the
+    frames of each degradation kind (``subsets``: its :func:`temporal_subsets` when already read)."""
     subsets = temporal_subsets(gt_dir) if subsets is None else subsets
-    return evaluate_frame_subsets(gt_dir, pred_dir, {**subsets, "all": subsets["degraded"] | subsets["clean"]})
+    ordered = {"degraded": subsets["degraded"], "clean": subsets["clean"],
+               "all": subsets["degraded"] | subsets["clean"], **subsets}
+    return evaluate_frame_subsets(gt_dir, pred_dir, ordered)
 
 
 def format_subsets(result: dict[str, dict]) -> str:
