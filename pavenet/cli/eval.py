@@ -28,8 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="corrected metrics instead of the official numbers (see docs/evaluation.md)")
     p.add_argument("--coco", action="store_true", help="COCO-style OKS AP/AR through pycocotools")
     p.add_argument("--by-degradation", action="store_true",
-                   help="also AP on the degraded, the clean and each degradation kind's frames of a temporal synthetic split "
-                        "(`pavenet synth --difficulty temporal`); in the JSON under 'by_degradation'")
+                   help="also AP on the degraded, the clean and each degradation kind's frames of a temporal "
+                        "synthetic split (`pavenet synth --difficulty temporal`); in the JSON under 'by_degradation'")
     return p
 
 
