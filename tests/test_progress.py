@@ -45,6 +45,12 @@ def test_the_caller_keeps_its_own_interval():
     assert progress_bar(total=3, file=io.StringIO(), mininterval=2.0).mininterval == 2.0
 
 
+def test_the_monitor_thread_waits_the_interval_too():
+    assert progress_bar(total=3, file=io.StringIO()).maxinterval == LOG_INTERVAL_S
+    assert progress_bar(total=3, file=io.StringIO(), mininterval=60.0).maxinterval == 60.0
+    assert progress_bar(total=3, file=TerminalStream()).maxinterval == 10.0  # tqdm's default
+
+
 def test_is_terminal():
     assert is_terminal(TerminalStream())
     assert not is_terminal(io.StringIO())

@@ -28,8 +28,10 @@ def is_terminal(stream: Any) -> bool:
 def progress_bar(iterable: Optional[Iterable] = None, **kwargs: Any) -> tqdm:
     """``tqdm(iterable, **kwargs)``, redrawn at most every :data:`LOG_INTERVAL_S` seconds when
     its stream (``file``, default standard error) is not a terminal and the caller did not set
-    ``mininterval``."""
+    ``mininterval`` (tqdm's monitor thread, which redraws a bar silent for ``maxinterval``
+    seconds, waits as long)."""
     stream = kwargs.get("file") or sys.stderr
     if not is_terminal(stream):
         kwargs.setdefault("mininterval", LOG_INTERVAL_S)
+        kwargs.setdefault("maxinterval", max(LOG_INTERVAL_S, kwargs["mininterval"]))
     return tqdm(iterable, **kwargs)
