@@ -32,9 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pavenet.runtime.progress import progress_bar
-
     from pavenet.data.synthetic import write_dataset
+    from pavenet.runtime.progress import progress_bar
 
     val = max(1, args.videos // 4) if args.val_videos is None else args.val_videos
     total = (args.videos + val) * args.frames

@@ -58,9 +58,8 @@ def _predict_share(est, sequences, batch_size: int, quiet: bool) -> dict[str, by
     """The prediction files of this process's sequences: file name -> content."""
     import tempfile
 
-    from pavenet.runtime.progress import progress_bar
-
     from pavenet.engine.evaluate import predict_sequence
+    from pavenet.runtime.progress import progress_bar
 
     with tempfile.TemporaryDirectory(prefix="pavenet_test_") as tmp:
         for seq in progress_bar(sequences, desc="predict", unit="seq", disable=quiet, leave=False):

@@ -40,7 +40,8 @@ class PAVENet(SpatialStage):
       outputs, and ``query_mask`` (B, Q) bool marking the kept queries).
     - ``enc_outputs``: key-frame proposals, ``logits`` (B, S), ``keypoints`` and ``sigma``
       (B, S, T, J, 2) (the key-frame proposal repeated over T), ``token_mask`` (B, S) bool
-      True on real tokens.
+      True on real tokens. With ``model.proposal_frames: clip`` the key-frame tokens' features
+      also carry the other frames' (:mod:`pavenet.model.query_init`).
     - ``heatmap`` (training only, when built with a heatmap head): ``logits`` (B, T, J, H, W)
       per-joint heatmap logits on the finest encoder level, ``valid_ratios`` (B, T, 2) and
       ``padding`` (B, T, H, W) bool (see :class:`pavenet.model.heatmap.HeatmapHead`).
