@@ -23,6 +23,13 @@ def query_inits(margin: float, d: int = 16, queries: int = 5, joints: int = 3):
     return published, clip
 
 
+def mixing_on(query_init: QueryInit, std: float) -> None:
+    """Random weights in the (zero-initialised) mixing MLP, as after some training."""
+    with torch.no_grad():
+        for param in query_init.neighbour_mix.parameters():
+            param.normal_(0.0, std)
+
+
 def inputs(b: int = 2, others: int = 2, d: int = 16, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     memory = torch.randn(b, S, d, generator=g)
@@ -63,9 +70,7 @@ def oracle_logits(q: QueryInit, memory, neighbours, padding) -> torch.Tensor:
 
 def test_clip_proposals_match_the_float64_oracle():
     _, clip = query_inits(0.0)
-    with torch.no_grad():
-        for param in clip.neighbour_mix.parameters():
-            param.normal_(0.0, 0.3)
+    mixing_on(clip, 0.3)
     memory, neighbours, padding, ratios = inputs()
     got = clip.double()(memory.double(), padding, SHAPES, ratios.double(), neighbours.double())
     expected = oracle_logits(clip, memory, neighbours, padding)
@@ -79,9 +84,7 @@ def test_clip_proposals_match_the_float64_oracle():
 
 def test_padding_tokens_stay_as_published():
     published, clip = query_inits(0.0)
-    with torch.no_grad():
-        for param in clip.neighbour_mix.parameters():
-            param.normal_(0.0, 0.3)
+    mixing_on(clip, 0.3)
     memory, neighbours, padding, ratios = inputs()
     a = published(memory, padding, SHAPES, ratios)
     b = clip(memory, padding, SHAPES, ratios, neighbours)
@@ -106,9 +109,7 @@ def test_a_black_key_frame_proposes_what_its_neighbours_show():
     published = make_model(3).eval()
     assert torch.equal(proposal_logits(published, frames, mask), proposal_logits(published, other, mask))
     clip = make_model(3, proposal_frames="clip").eval()
-    with torch.no_grad():
-        for param in clip.query_init.neighbour_mix.parameters():
-            param.normal_(0.0, 0.1)
+    mixing_on(clip.query_init, 0.1)
     change = (proposal_logits(clip, frames, mask) - proposal_logits(clip, other, mask)).abs()
     assert change.max() > 1e-2
 

@@ -21,12 +21,16 @@ def focal_prior_bias(prior: float = 0.01) -> float:
 
 
 class MLP(nn.Module):
-    """Linear layers ``in -> hidden... -> out`` with ReLU between them."""
+    """Linear layers ``in -> hidden... -> out`` with ReLU between them; ``zero_last`` zeroes the
+    last layer (the MLP then starts as zero, e.g. a residual branch or a refinement head)."""
 
-    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int) -> None:
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, zero_last: bool = False) -> None:
         super().__init__()
         dims = [in_dim, *hidden, out_dim]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        if zero_last:
+            nn.init.zeros_(self.layers[-1].weight)
+            nn.init.zeros_(self.layers[-1].bias)
 
     def forward(self, x: Tensor) -> Tensor:
         for i, layer in enumerate(self.layers):

@@ -38,9 +38,7 @@ class JointHeads(nn.Module):
         if per_frame:
             self.refine = FrameMLP(d_model, [d_model, d_model], 2, num_frames, zero_last=True)
         else:
-            self.refine = MLP(d_model, [d_model], 2 * num_frames)
-            nn.init.zeros_(self.refine.layers[-1].weight)
-            nn.init.zeros_(self.refine.layers[-1].bias)
+            self.refine = MLP(d_model, [d_model], 2 * num_frames, zero_last=True)
         self.visibility = nn.Linear(d_model, num_frames)
         self.sigma = nn.Linear(d_model, 2 * num_frames)
 

@@ -67,10 +67,7 @@ class QueryInit(nn.Module):
         self.sigma = nn.Linear(d_model, 2 * num_joints)
         self.tgt_embed = nn.Embedding(num_queries, d_model)
         self.pos_embed = nn.Embedding(num_queries, d_model)
-        self.neighbour_mix = MLP(2 * d_model, [d_model], d_model) if neighbours else None
-        if self.neighbour_mix is not None:
-            nn.init.zeros_(self.neighbour_mix.layers[-1].weight)
-            nn.init.zeros_(self.neighbour_mix.layers[-1].bias)
+        self.neighbour_mix = MLP(2 * d_model, [d_model], d_model, zero_last=True) if neighbours else None
 
     def features(self, memory: Tensor, padding_mask: Tensor, centers: Tensor) -> tuple[Tensor, Tensor]:
         """Projected token features (B, S, D) and the (B, S) mask of tokens that are no proposals."""
