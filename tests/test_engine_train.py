@@ -2,6 +2,7 @@
 import os
 import signal
 import socket
+import time
 import warnings
 from pathlib import Path
 
@@ -90,6 +91,54 @@ def test_two_processes_equal_one_process_with_double_batch(data_root, tmp_path):
         torch.testing.assert_close(ddp[k], v, atol=1e-5, rtol=0, msg=k)
         moved += int(not torch.equal(v, start[k]))
     assert moved > 10  # training really changed the weights
+
+
+def _disagreeing_worker(rank: int, root: str, run: str, port: int, out: str, mode: str) -> None:
+    """A rank whose own decisions differ from the other rank's: its clock plans another length
+    and says validation is due at other steps ("clock"), or only it receives SIGTERM ("signal")."""
+    from pavenet.engine import trainer as trainer_module
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    validated: list[int] = []
+    if mode == "clock":
+        trainer_module._Clock.plan = lambda self, step, done, total: (3, 6)[rank]
+        trainer_module._Clock.validation_due = lambda self: rank == 1
+    trainer = make_trainer(Path(root), Path(run), "train.max_steps=20", "data.batch_size=1",
+                           dist=init_distributed("cpu"), validate=lambda model, step: validated.append(step) or {})
+    if mode == "signal" and rank == 1:
+        original, calls = trainer.criterion.forward, []
+
+        def criterion_then_signal(*a, **k):
+            calls.append(1)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return original(*a, **k)
+
+        trainer.criterion.forward = criterion_then_signal
+    trainer.fit(max_seconds=3600.0, val_interval=1000.0)
+    Path(out, f"rank{rank}.txt").write_text(f"{trainer.step} {trainer.stopped_by} {validated}")
+    cleanup()
+
+
+@pytest.mark.parametrize("mode, expected", [("clock", "3 None [3]"), ("signal", "2 SIGTERM []")])
+def test_ranks_agree_on_length_validation_and_stop(data_root, tmp_path, mode, expected):
+    """Each rank measures its own clock and receives its own signals; without agreeing on the
+    main rank's plan (and on any rank's signal) one rank leaves the loop or starts validating
+    while the other waits in an all-reduce, and the run hangs."""
+    args = (str(data_root), str(tmp_path / "run"), _free_port(), str(tmp_path), mode)
+    context = mp.start_processes(_disagreeing_worker, args=args, nprocs=2, join=False, start_method="spawn")
+    deadline = time.monotonic() + 240
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for pid in context.pids():
+                os.kill(pid, signal.SIGKILL)
+            pytest.fail("the ranks did not finish together (hung in a collective)")
+    results = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+    # rank 0 validates (only the main rank does) once, at the agreed last step
+    assert results[0] == expected
+    assert results[1] == expected.rsplit(" ", 1)[0] + " []"
 
 
 def test_four_steps_equal_two_plus_resume_plus_two(data_root, tmp_path):

@@ -120,7 +120,8 @@ class Trainer:
         self.run_id: Optional[str] = uuid.uuid4().hex[:12]
         #: the name of the signal that stopped the last :meth:`fit` (None: it ran to the end)
         self.stopped_by: Optional[str] = None
-        self._stop: Optional[str] = None
+        self._signal: Optional[str] = None  #: set by the signal handler, on this rank
+        self._stop: Optional[str] = None  #: the signal every rank agreed to stop on
         if resume:
             self._resume(resume, allow_pickle)
 
@@ -202,7 +203,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _on_signal(self, signum, _frame) -> None:
-        self._stop = signal.Signals(signum).name
+        self._signal = signal.Signals(signum).name
 
     def fit(self, max_seconds: float = 0.0, val_interval: float = 0.0) -> dict:
         """Train until ``total_steps``, a signal, or ``max_seconds``; returns the last metrics.
@@ -243,6 +244,7 @@ class Trainer:
             if bad >= cfg.max_nan_steps:
                 raise TrainingDiverged(f"{bad} non-finite steps in a row; last good checkpoint kept in {self.run_dir}")
             if result.skipped:
+                self._agree(False)
                 continue
             self.step += 1
             self.scheduler.step()
@@ -251,8 +253,9 @@ class Trainer:
             self._log_step(logger, result)
             if clock.budget > 0:
                 self.total_steps = clock.plan(self.step, self.step - first, self.total_steps)
+            due = self._agree(clock.validation_due() if clock.interval > 0 else self._epoch_end())
+            if clock.budget > 0:
                 logger.set_total(self.total_steps)
-            due = clock.validation_due() if clock.interval > 0 else self._epoch_end()
             if due or self.step >= self.total_steps:
                 t0 = time.monotonic()
                 metrics = self._checkpoint_and_validate(logger)
@@ -260,8 +263,25 @@ class Trainer:
         if self._stop is not None:
             logger.write(f"{self._stop} received: saving and stopping at step {self.step}")
             self.save(("last",))
-            self.stopped_by, self._stop = self._stop, None
+            self.stopped_by, self._stop, self._signal = self._stop, None, None
         return metrics
+
+    def _agree(self, due: bool) -> bool:
+        """Make every rank take the same decisions after a step: the main rank's planned length
+        (a time budget is measured on each rank's own clock) and validation time, and a stop when
+        any rank received a signal. Without this a rank could leave the loop or start a
+        validation broadcast while the others wait in the next step's all-reduce."""
+        if not self.dist.distributed:
+            self._stop = self._signal
+            return due
+        main = self.dist.is_main
+        signum = signal.Signals[self._signal].value if self._signal else 0
+        t = torch.tensor([self.total_steps if main else 0, int(due) if main else 0, signum],
+                         dtype=torch.int64, device=self.dist.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        self.total_steps, agreed, signum = (int(v) for v in t.tolist())
+        self._stop = signal.Signals(signum).name if signum else None
+        return bool(agreed)
 
     def _log_step(self, logger: RunLogger, result) -> None:
         losses = reduce_mean_dict(result.losses, self.dist.device)
