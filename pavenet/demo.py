@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from pavenet.config import Config, load_config
+from pavenet.config import Config, ConfigError, load_config
 from pavenet.data import build_dataset, collate
 from pavenet.data.joints import MODEL, posetrack18_to_model
 from pavenet.data.posetrack import load_sequence
@@ -30,10 +30,14 @@ from pavenet.engine.trainer import RunExistsError, Trainer
 from pavenet.eval.posetrack import format_table
 from pavenet.infer.estimator import PoseEstimator
 from pavenet.infer.video_io import FrameStream, VideoSource
+from pavenet.model import build
 from pavenet.runtime.checkpoint import holds_run
 from pavenet.runtime.device import pick_device
-from pavenet.runtime.distributed import init_distributed
+from pavenet.runtime.distributed import cleanup, init_distributed
 from pavenet.runtime.files import atomic_write_json
+from pavenet.runtime.launch import cpu_processes, run_local
+from pavenet.runtime.threads import with_threads
+from pavenet.runtime.weights import load_model_weights
 from pavenet.viz.overlay import render_video, write_overlay_png
 from pavenet.viz.report import nobody_warning, plot_joint_ap, plot_training_curve, undertrained_lines, write_report
 
@@ -61,6 +65,7 @@ class DemoPlan:
     val_interval: float = 120.0
     overrides: tuple[str, ...] = ()
     train_seconds: Optional[float] = None  #: fixed training time (default: what the budget leaves)
+    processes: Optional[int] = None  #: training processes sharing the batch (None: see training_processes)
 
 
 def generate_data(plan: DemoPlan, log) -> dict[str, Path]:
@@ -85,14 +90,44 @@ def demo_config(plan: DemoPlan, data_root: Path, num_frames: int) -> Config:
     return load_config(path, sets)
 
 
-def train_model(plan: DemoPlan, cfg: Config, run_dir: Path, seconds: float):
-    """Train within ``seconds``; returns the trained (unwrapped) model and its step count."""
-    dist = init_distributed(plan.device)
+def training_processes(plan: DemoPlan, cfg: Config, device: torch.device) -> int:
+    """Processes that share the training: ``plan.processes``, else on a CPU one per usable core
+    (at most one per clip of the batch), on a GPU one."""
+    if plan.processes is not None:
+        if cfg.data.batch_size % plan.processes:
+            raise ConfigError(f"--processes {plan.processes} does not divide the batch of "
+                              f"{cfg.data.batch_size} clips (data.batch_size)")
+        return plan.processes
+    return cpu_processes(cfg.data.batch_size) if device.type == "cpu" else 1
+
+
+def _train_rank(device: Optional[str], cfg: Config, run_dir: Path, deadline: float, val_interval: float) -> int:
+    """One process of the training (in :func:`run_local`); returns the steps trained."""
+    dist = init_distributed(device)
     dataset = build_dataset(cfg.data, cfg.data.train_split, cfg.model.num_frames, train=True)
-    trainer = Trainer(cfg, run_dir, dist, dataset, collate, validate=make_validator(cfg, run_dir, dist.device))
-    trainer.fit(max_seconds=seconds, val_interval=plan.val_interval)
-    model = trainer.ema.module if trainer.ema else trainer.model
-    return model.eval(), trainer.step
+    validate = with_threads(make_validator(cfg, run_dir, dist.device))
+    trainer = Trainer(cfg, run_dir, dist, dataset, collate, validate=validate)
+    try:
+        trainer.fit(max_seconds=max(1.0, deadline - time.time()), val_interval=val_interval)
+    finally:
+        cleanup()
+    return trainer.step
+
+
+def train_model(plan: DemoPlan, cfg: Config, run_dir: Path, seconds: float, processes: int):
+    """Train within ``seconds`` in ``processes`` processes sharing the batch and the intra-op
+    threads (one: in this process); returns the trained model (its last checkpoint) and its
+    step count."""
+    args = (plan.device, cfg, run_dir, time.time() + seconds, plan.val_interval)
+    if processes == 1:
+        steps = _train_rank(*args)
+    else:
+        share = dataclasses.replace(cfg.data, batch_size=cfg.data.batch_size // processes)
+        args = (plan.device, dataclasses.replace(cfg, data=share), *args[2:])
+        steps = run_local(_train_rank, args, processes, max(1, torch.get_num_threads() // processes))[0]
+    model = build(cfg)[0]
+    load_model_weights(model, str(run_dir))
+    return model.eval(), steps
 
 
 def evaluate_model(model, cfg: Config, roots: dict[str, Path], out: Path, device) -> dict[str, dict]:
@@ -178,8 +213,11 @@ def run_demo(plan: DemoPlan, log=print) -> dict:
     evaluations, steps = {}, {}
     for t, run_dir in runs.items():
         cfg = demo_config(plan, roots["val"], t)
-        log(f"training T={t} for {budget / 60:.1f} min on {device} ({run_dir})")
-        model, steps[t] = train_model(plan, cfg, run_dir, budget)
+        processes = training_processes(plan, cfg, device)
+        per = max(1, torch.get_num_threads() // processes)
+        split = f" in {processes} processes x {per} thread{'s' * (per > 1)}" if processes > 1 else ""
+        log(f"training T={t} for {budget / 60:.1f} min on {device}{split} ({run_dir})")
+        model, steps[t] = train_model(plan, cfg, run_dir, budget, processes)
         evaluations[t] = evaluate_model(model, cfg, roots, run_dir, device)
         atomic_write_json(run_dir / "eval.json", evaluations[t])
         if t == 3:

@@ -36,6 +36,14 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
                              "those other programs keep busy at start)")
 
 
+def add_processes_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--processes N``: data-parallel training in N local processes (``args.processes``)."""
+    parser.add_argument("--processes", type=positive_int, default=None,
+                        help="train in N processes on this machine, one torch.distributed group; on a CPU they "
+                             "keep their pace when other programs take cores, where the threads of one process "
+                             f"wait for each other ({what})")
+
+
 def add_batch_size_argument(parser: argparse.ArgumentParser, default: Optional[int], what: str) -> argparse.Action:
     """``--batch-size N``, an integer >= 1 (``args.batch_size``)."""
     return parser.add_argument("--batch-size", type=positive_int, default=default, help=what)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from pavenet.cli.arguments import (add_output_arguments, add_threads_argument, example_epilog,
-                                   non_negative_int, output_folder, positive_float, positive_int)
+from pavenet.cli.arguments import (add_output_arguments, add_processes_argument, add_threads_argument,
+                                   example_epilog, non_negative_int, output_folder, positive_float, positive_int)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -19,6 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_output_arguments(p, "runs/demo", "output folder (data, runs, report)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     add_threads_argument(p)
+    add_processes_argument(p, "they share the batch and the threads; default: on a CPU one per usable core, at "
+                              "most one per clip of the batch, on a GPU 1")
     p.add_argument("--ablation", action="store_true", help="also train T=1 on the same budget and compare")
     p.add_argument("--config", default=None, help="model/training config: a shipped config name or a YAML path (default: synthetic_tiny)")
     p.add_argument("--videos", type=positive_int, default=48, help="synthetic training videos (default: 48)")
@@ -40,6 +42,6 @@ def run(args: argparse.Namespace) -> int:
     plan = DemoPlan(out=out, minutes=args.minutes, device=args.device, ablation=args.ablation,
                     config=args.config, train_videos=args.videos,
                     val_videos=args.val_videos, hard_videos=args.val_videos, frames=args.frames,
-                    overrides=tuple(args.set))
+                    overrides=tuple(args.set), processes=args.processes)
     run_demo(plan)
     return 0

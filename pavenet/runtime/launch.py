@@ -1,0 +1,102 @@
+"""Data-parallel CPU training in several local processes, without ``torchrun``.
+
+On a CPU, two processes that each train on half of the batch with one thread keep their speed
+when other programs take cores, where the threads of one process wait for each other at every
+parallel operation: next to two busy processes on 2 cores, 2 processes x 1 thread trained 88
+steps in 90 s, one process 52, against 122 for either on the quiet machine (docs/results.md,
+2026-12-07). :func:`run_local` starts what ``torchrun --standalone --nproc_per_node N`` starts
+(the same environment variables, read by :func:`pavenet.runtime.distributed.init_distributed`),
+with ``torch.multiprocessing`` instead of a separate launcher.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+import torch.multiprocessing as mp
+
+from pavenet.errors import PavenetError, user_message
+from pavenet.runtime.threads import usable_cores
+
+
+class ProcessFailed(PavenetError, RuntimeError):
+    """A training process stopped with an error (its message is this error's)."""
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that is free now (for the process group's store)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_processes(batch_size: int, cores: Optional[int] = None) -> int:
+    """Processes for data-parallel CPU training: one per usable core, at most one per clip of
+    the batch, and a count that divides the batch (each process trains on an equal share)."""
+    count = max(1, min(batch_size, usable_cores() if cores is None else cores))
+    while batch_size % count:
+        count -= 1
+    return count
+
+
+def _child(rank: int, fn: Callable[..., Any], args: tuple, env: dict[str, str], threads: int, results) -> None:
+    os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(threads)
+    try:
+        results.put((rank, None, fn(*args)))
+    except PavenetError as exc:
+        results.put((rank, user_message(exc), None))
+        raise
+
+
+@contextlib.contextmanager
+def _forward_signals(pids: list[int]) -> Iterator[None]:
+    """While the processes run, a SIGINT or SIGTERM of this process goes on to them (each saves
+    its checkpoint and stops, as a single training process does) instead of stopping the wait."""
+    def forward(signum, _frame):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def run_local(fn: Callable[..., Any], args: tuple, count: int, threads: int = 1) -> list[Any]:
+    """Run ``fn(*args)`` in ``count`` new processes on this machine that form one
+    torch.distributed group (rank ``i`` in process ``i``), each with ``threads`` intra-op
+    threads; returns their results by rank. ``fn`` must be importable by name (the processes
+    are spawned). A :class:`~pavenet.errors.PavenetError` raised in a process is raised here as
+    :class:`ProcessFailed` with its message; the other processes are stopped."""
+    ctx = mp.get_context("spawn")
+    results = ctx.SimpleQueue()
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(count),
+           "LOCAL_WORLD_SIZE": str(count)}
+    context = mp.start_processes(_child, args=(fn, args, env, threads, results), nprocs=count, join=False,
+                                 start_method="spawn")
+    try:
+        with _forward_signals(context.pids()):
+            while not context.join():
+                pass
+    except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
+        messages = [message for _, message, _ in _drain(results) if message]
+        if messages:
+            raise ProcessFailed(messages[0]) from exc
+        raise
+    by_rank = {rank: value for rank, _, value in _drain(results)}
+    return [by_rank.get(rank) for rank in range(count)]
+
+
+def _drain(queue) -> list[tuple[int, Optional[str], Any]]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get())
+    return items

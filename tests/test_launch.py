@@ -1,0 +1,72 @@
+"""Training in several local processes (``--processes``): process count, the group each process
+joins, errors raised in a process, the main rank's validation threads."""
+import os
+
+import pytest
+import torch
+
+from pavenet.errors import PavenetError
+from pavenet.runtime.launch import ProcessFailed, cpu_processes, run_local
+from pavenet.runtime.threads import with_threads
+
+
+@pytest.mark.parametrize("batch, cores, expected", [
+    (2, 2, 2), (2, 16, 2), (1, 16, 1), (3, 2, 1), (4, 3, 2), (6, 4, 3), (8, 1, 1), (12, 8, 6),
+])
+def test_one_process_per_core_and_an_equal_share_of_the_batch_each(batch, cores, expected):
+    assert cpu_processes(batch, cores) == expected
+
+
+def _report_group(scale: int) -> tuple:
+    from pavenet.runtime.distributed import cleanup, init_distributed
+
+    dist = init_distributed("cpu")
+    value = torch.tensor([float(dist.rank + 1) * scale])
+    torch.distributed.all_reduce(value)
+    result = (dist.rank, dist.world_size, os.environ["LOCAL_RANK"], os.environ["LOCAL_WORLD_SIZE"],
+              torch.get_num_threads(), float(value))
+    cleanup()
+    return result
+
+
+def test_processes_form_one_group_and_return_their_results_by_rank():
+    results = run_local(_report_group, (10,), 2, threads=1)
+    # all-reduce of 10 * (rank + 1) over ranks 0 and 1: 10 + 20
+    assert results == [(0, 2, "0", "2", 1, 30.0), (1, 2, "1", "2", 1, 30.0)]
+
+
+def _fail_on_rank_one() -> int:
+    from pavenet.runtime.distributed import barrier, init_distributed
+
+    dist = init_distributed("cpu")
+    if dist.rank == 1:
+        raise PavenetError("clip 7: frame_0003.jpg is not an image")
+    barrier()  # rank 0 waits for a rank that is gone: it must be stopped, not left hanging
+    return 0
+
+
+@pytest.mark.timeout(120)
+def test_an_error_in_one_process_is_raised_with_its_message():
+    with pytest.raises(ProcessFailed, match=r"clip 7: frame_0003\.jpg is not an image"):
+        run_local(_fail_on_rank_one, (), 2)
+
+
+def test_the_main_rank_validates_with_the_threads_of_the_waiting_ranks(monkeypatch):
+    before = torch.get_num_threads()
+    seen = []
+
+    def validate(step):
+        seen.append((step, torch.get_num_threads()))
+        return {"map": float(step)}
+
+    try:
+        torch.set_num_threads(1)
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+        assert with_threads(validate)(5) == {"map": 5.0}
+        assert torch.get_num_threads() == 1
+        assert with_threads(validate, 2)(6) == {"map": 6.0}
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [(5, 3), (6, 2)]
+    assert with_threads(None) is None
