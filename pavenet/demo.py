@@ -35,8 +35,7 @@ from pavenet.runtime.checkpoint import holds_run
 from pavenet.runtime.device import pick_device
 from pavenet.runtime.distributed import cleanup, init_distributed
 from pavenet.runtime.files import atomic_write_json
-from pavenet.runtime.launch import cpu_processes, run_local
-from pavenet.runtime.threads import with_threads
+from pavenet.runtime.launch import cpu_processes, run_local, with_threads
 from pavenet.runtime.weights import load_model_weights
 from pavenet.viz.overlay import render_video, write_overlay_png
 from pavenet.viz.report import nobody_warning, plot_joint_ap, plot_training_curve, undertrained_lines, write_report

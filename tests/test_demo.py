@@ -42,6 +42,26 @@ def test_demo_pipeline_end_to_end(tmp_path: Path):
     assert (out / "run_t3" / "last").resolve() == last and last.is_dir()
 
 
+def test_demo_trains_in_processes_that_share_the_batch(tmp_path: Path):
+    from pavenet.config import ConfigError
+    from pavenet.runtime.checkpoint import load_train_state, load_weights
+
+    small = (*SMALL[:-1], "data.batch_size=2")
+    plan = DemoPlan(out=tmp_path / "demo", train_videos=2, val_videos=1, hard_videos=1, frames=6, size=(64, 64),
+                    max_persons=2, train_seconds=3.0, val_interval=1e9, overrides=small, processes=2)
+    lines = []
+    run_demo(plan, log=lines.append)
+    assert any("in 2 processes x 1 thread " in line for line in lines)
+    _, meta = load_weights(plan.out / "run_t3")
+    assert meta["config"]["data"]["batch_size"] == 1  # each of the two trains on one clip of two
+    assert load_train_state(plan.out / "run_t3")["world_size"] == 2
+    ev = json.loads((plan.out / "run_t3" / "eval.json").read_text())
+    assert 0.0 <= ev["val"]["ap"]["total"] <= 100.0
+    with pytest.raises(ConfigError, match="--processes 3 does not divide the batch of 2 clips"):
+        run_demo(DemoPlan(out=tmp_path / "other", train_videos=2, val_videos=1, hard_videos=1, frames=6,
+                          size=(64, 64), overrides=small, processes=3), log=lines.append)
+
+
 def test_loss_smoothing_is_a_bias_corrected_moving_average():
     from pavenet.viz.report import smooth
 

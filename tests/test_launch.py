@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from pavenet.errors import PavenetError
-from pavenet.runtime.launch import ProcessFailed, cpu_processes, run_local
-from pavenet.runtime.threads import with_threads
+from pavenet.runtime.launch import ProcessFailed, cpu_processes, run_local, with_threads
 
 
 @pytest.mark.parametrize("batch, cores, expected", [
@@ -70,3 +69,20 @@ def test_the_main_rank_validates_with_the_threads_of_the_waiting_ranks(monkeypat
         torch.set_num_threads(before)
     assert seen == [(5, 3), (6, 2)]
     assert with_threads(None) is None
+
+
+def test_train_command_runs_its_processes_as_one_group(tmp_path):
+    from pavenet.cli import main
+    from pavenet.data.synthetic import write_dataset
+    from pavenet.runtime.checkpoint import load_train_state, load_weights
+
+    write_dataset(tmp_path / "data", videos=2, frames=6, size=(64, 64), max_persons=2, seed=3, val_videos=1)
+    small = ["model.hidden_dim=32", "model.num_heads=2", "model.enc_layers=1", "model.ffn_dim=64",
+             "model.num_queries=8", "model.num_kept=4", "model.pose_dec_layers=1", "model.refine_hidden=[32]",
+             "model.embed_dim=16", "model.backbone.name=resnet10t", "data.train_short_side=[64,64]",
+             "data.train_max_size=64", "data.num_workers=0", "train.max_steps=2", f"data.root={tmp_path / 'data'}"]
+    run = tmp_path / "run"
+    assert main(["train", "synthetic_tiny", "--out", str(run), "--no-val", "--processes", "2", "--threads", "2",
+                 "--batch-size", "1", "--set", *small]) == 0
+    assert load_weights(run)[1]["step"] == 2
+    assert load_train_state(run)["world_size"] == 2

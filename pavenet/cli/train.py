@@ -79,7 +79,7 @@ def train(args: argparse.Namespace) -> int:
     from pavenet.engine.evaluate import make_validator
     from pavenet.engine.trainer import Trainer, check_run_dir
     from pavenet.runtime.distributed import cleanup, init_distributed
-    from pavenet.runtime.threads import with_threads
+    from pavenet.runtime.launch import with_threads
 
     batch = [f"data.batch_size={args.batch_size}"] if args.batch_size is not None else []
     cfg = load_config(args.config, [*args.set, *batch])

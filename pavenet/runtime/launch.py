@@ -14,7 +14,7 @@ import contextlib
 import os
 import signal
 import socket
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import torch
 import torch.multiprocessing as mp
@@ -22,9 +22,31 @@ import torch.multiprocessing as mp
 from pavenet.errors import PavenetError, user_message
 from pavenet.runtime.threads import usable_cores
 
+T = TypeVar("T")
+
 
 class ProcessFailed(PavenetError, RuntimeError):
     """A training process stopped with an error (its message is this error's)."""
+
+
+def with_threads(fn: Optional[Callable[..., T]], threads: Optional[int] = None) -> Optional[Callable[..., T]]:
+    """``fn`` running with ``threads`` intra-op threads (the count before is restored after it);
+    None stays None. The main rank of a training in several processes on this machine validates
+    alone while the others wait, so by default it takes their threads meanwhile (its own count
+    times ``LOCAL_WORLD_SIZE``)."""
+    if fn is None:
+        return None
+
+    def run(*args, **kwargs) -> T:
+        before = torch.get_num_threads()
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+        torch.set_num_threads(threads or before * max(1, local))
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+
+    return run
 
 
 def free_port() -> int:

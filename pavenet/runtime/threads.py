@@ -21,9 +21,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
-
-T = TypeVar("T")
+from typing import Optional
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
@@ -106,24 +104,3 @@ def prefer_passive_waiting(busy: float) -> bool:
         return True
     return False
 
-
-def with_threads(fn: Optional[Callable[..., T]], threads: Optional[int] = None) -> Optional[Callable[..., T]]:
-    """``fn`` running with ``threads`` intra-op threads (the count before is restored after it);
-    None stays None. The main rank of a training in several processes on this machine validates
-    alone while the others wait, so by default it takes their threads meanwhile (its own count
-    times ``LOCAL_WORLD_SIZE``)."""
-    if fn is None:
-        return None
-
-    def run(*args, **kwargs) -> T:
-        import torch
-
-        before = torch.get_num_threads()
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-        torch.set_num_threads(threads or before * max(1, local))
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            torch.set_num_threads(before)
-
-    return run
