@@ -104,7 +104,7 @@ def _disagreeing_worker(rank: int, root: str, run: str, port: int, out: str, mod
     validated: list[int] = []
     if mode == "clock":
         trainer_module._Clock.plan = lambda self, step, done, total: (3, 6)[rank]
-        trainer_module._Clock.validation_due = lambda self: rank == 1
+        trainer_module._Clock.validation_due = lambda self, steps_left: rank == 1
     trainer = make_trainer(Path(root), Path(run), "train.max_steps=20", "data.batch_size=1",
                            dist=init_distributed("cpu"), validate=lambda model, step: validated.append(step) or {})
     if mode == "signal" and rank == 1:
@@ -248,3 +248,26 @@ def test_a_diverging_run_stops_with_the_last_good_checkpoint(data_root, tmp_path
             trainer.fit()
     saved, meta = load_weights(tmp_path / "div")
     assert meta["step"] == 2 and all(torch.equal(saved[k], v) for k, v in good.items())
+
+
+def test_a_budgeted_run_skips_an_interval_validation_just_before_its_final_one(monkeypatch):
+    """A run of 100 s validating every 10 s: at 2 s per step, a validation due 1 step (2 s)
+    before the end would repeat the final one (the demo validated twice in its last 3 s);
+    5 steps (10 s) before the end it is kept. Without a budget the interval alone decides."""
+    from pavenet.engine import trainer as trainer_module
+
+    now = [0.0]
+    monkeypatch.setattr(trainer_module.time, "monotonic", lambda: now[0])
+    clock = trainer_module._Clock(budget=100.0, interval=10.0)
+    now[0] = 8.0
+    assert not clock.validation_due(steps_left=40)  # 8 s < the 10 s interval
+    now[0] = 20.0
+    assert clock.plan(step=10, steps_done=10, total=1000) == 10 + 40  # 80 s left at 2 s per step
+    assert clock.per_step == 2.0
+    assert clock.validation_due(steps_left=5)
+    assert not clock.validation_due(steps_left=1)
+    unbudgeted = trainer_module._Clock(budget=0.0, interval=10.0)
+    now[0] = 25.0
+    assert not unbudgeted.validation_due(steps_left=0)
+    now[0] = 30.0
+    assert unbudgeted.validation_due(steps_left=0)

@@ -253,7 +253,8 @@ class Trainer:
             self._log_step(logger, result)
             if clock.budget > 0:
                 self.total_steps = clock.plan(self.step, self.step - first, self.total_steps)
-            due = self._agree(clock.validation_due() if clock.interval > 0 else self._epoch_end())
+            due = clock.validation_due(self.total_steps - self.step) if clock.interval > 0 else self._epoch_end()
+            due = self._agree(due)
             if clock.budget > 0:
                 logger.set_total(self.total_steps)
             if due or self.step >= self.total_steps:
@@ -319,21 +320,26 @@ class _Clock:
         self.budget, self.interval = budget, interval
         self.start = self.last_val = time.monotonic()
         self.val_seconds, self.val_count = 0.0, 0
+        self.per_step = 0.0  #: measured seconds per training step (0 until :meth:`plan` knows)
 
     def plan(self, step: int, steps_done: int, total: int) -> int:
         """Total steps that fit the budget at the measured speed, validations included."""
         elapsed = time.monotonic() - self.start
         if steps_done < 5:
             return total
-        per_step = (elapsed - self.val_seconds) / steps_done
+        self.per_step = per_step = (elapsed - self.val_seconds) / steps_done
         per_val = self.val_seconds / self.val_count if self.val_count else 0.0
         left = self.budget - elapsed
         vals_left = 1 + (left / self.interval if self.interval > 0 else 0)
         train_left = left - vals_left * per_val
         return step + max(1, int(train_left / per_step)) if train_left > 0 else step
 
-    def validation_due(self) -> bool:
-        return time.monotonic() - self.last_val >= self.interval
+    def validation_due(self, steps_left: int) -> bool:
+        """An interval has passed since the last validation, and the run's final validation is
+        not about to come anyway (it is at least a quarter interval of training away)."""
+        if time.monotonic() - self.last_val < self.interval:
+            return False
+        return self.budget <= 0 or steps_left * self.per_step >= self.interval / 4
 
     def validated(self, seconds: float) -> None:
         self.val_seconds += seconds
