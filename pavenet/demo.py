@@ -35,7 +35,7 @@ from pavenet.runtime.checkpoint import holds_run
 from pavenet.runtime.device import pick_device
 from pavenet.runtime.distributed import cleanup, init_distributed
 from pavenet.runtime.files import atomic_write_json
-from pavenet.runtime.launch import cpu_processes, run_local, with_threads
+from pavenet.runtime.launch import run_local, with_threads
 from pavenet.runtime.weights import load_model_weights
 from pavenet.viz.overlay import render_video, write_overlay_png
 from pavenet.viz.report import nobody_warning, plot_joint_ap, plot_training_curve, undertrained_lines, write_report
@@ -64,7 +64,7 @@ class DemoPlan:
     val_interval: float = 120.0
     overrides: tuple[str, ...] = ()
     train_seconds: Optional[float] = None  #: fixed training time (default: what the budget leaves)
-    processes: Optional[int] = None  #: training processes sharing the batch (None: see training_processes)
+    processes: Optional[int] = None  #: training processes sharing the batch (None: 1, this process)
 
 
 def generate_data(plan: DemoPlan, log) -> dict[str, Path]:
@@ -89,15 +89,19 @@ def demo_config(plan: DemoPlan, data_root: Path, num_frames: int) -> Config:
     return load_config(path, sets)
 
 
-def training_processes(plan: DemoPlan, cfg: Config, device: torch.device) -> int:
-    """Processes that share the training: ``plan.processes``, else on a CPU one per usable core
-    (at most one per clip of the batch), on a GPU one."""
-    if plan.processes is not None:
-        if cfg.data.batch_size % plan.processes:
-            raise ConfigError(f"--processes {plan.processes} does not divide the batch of "
-                              f"{cfg.data.batch_size} clips (data.batch_size)")
-        return plan.processes
-    return cpu_processes(cfg.data.batch_size) if device.type == "cpu" else 1
+def training_processes(plan: DemoPlan, cfg: Config) -> int:
+    """Processes that share the training (``plan.processes``, default 1: this process)."""
+    processes = plan.processes or 1
+    if cfg.data.batch_size % processes:
+        raise ConfigError(f"--processes {processes} does not divide the batch of {cfg.data.batch_size} clips "
+                          "(data.batch_size)")
+    return processes
+
+
+def training_layout(processes: int) -> str:
+    """``2 processes x 1 thread``: how the training shares the intra-op threads of this process."""
+    per = max(1, torch.get_num_threads() // processes)
+    return f"{processes} process{'es' * (processes > 1)} x {per} thread{'s' * (per > 1)}"
 
 
 def _train_rank(device: Optional[str], cfg: Config, run_dir: Path, deadline: float, val_interval: float) -> int:
@@ -212,10 +216,8 @@ def run_demo(plan: DemoPlan, log=print) -> dict:
     evaluations, steps = {}, {}
     for t, run_dir in runs.items():
         cfg = demo_config(plan, roots["val"], t)
-        processes = training_processes(plan, cfg, device)
-        per = max(1, torch.get_num_threads() // processes)
-        split = f" in {processes} processes x {per} thread{'s' * (per > 1)}" if processes > 1 else ""
-        log(f"training T={t} for {budget / 60:.1f} min on {device}{split} ({run_dir})")
+        processes = training_processes(plan, cfg)
+        log(f"training T={t} for {budget / 60:.1f} min on {device} in {training_layout(processes)} ({run_dir})")
         model, steps[t] = train_model(plan, cfg, run_dir, budget, processes)
         evaluations[t] = evaluate_model(model, cfg, roots, run_dir, device)
         atomic_write_json(run_dir / "eval.json", evaluations[t])
@@ -231,6 +233,7 @@ def run_demo(plan: DemoPlan, log=print) -> dict:
     figures = {"curve": plot_training_curve(runs[3] / "metrics.jsonl", plan.out / "training_curve.png"),
                "joints": plot_joint_ap(results, plan.out / "joint_ap.png"), "still": still, "video": video}
     report = write_report(plan, results, evaluations if plan.ablation else None, steps, figures,
-                          machine_info(device), time.time() - start, rendered, budget / 60)
+                          {**machine_info(device), "training": training_layout(processes)}, time.time() - start,
+                          rendered, budget / 60)
     log(f"\nreport: {report} ({(time.time() - start) / 60:.1f} min in total)")
     return {"results": results, "ablation": evaluations if plan.ablation else None, "report": report}

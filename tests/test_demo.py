@@ -4,6 +4,7 @@ from pathlib import Path
 
 import av
 import pytest
+import torch
 
 from pavenet.demo import DemoPlan, run_demo, training_budget
 from pavenet.engine.trainer import RunExistsError
@@ -49,9 +50,14 @@ def test_demo_trains_in_processes_that_share_the_batch(tmp_path: Path):
     small = (*SMALL[:-1], "data.batch_size=2")
     plan = DemoPlan(out=tmp_path / "demo", train_videos=2, val_videos=1, hard_videos=1, frames=6, size=(64, 64),
                     max_persons=2, train_seconds=3.0, val_interval=1e9, overrides=small, processes=2)
-    lines = []
-    run_demo(plan, log=lines.append)
+    lines, threads = [], torch.get_num_threads()
+    torch.set_num_threads(2)  # shared by the two processes: one thread each
+    try:
+        run_demo(plan, log=lines.append)
+    finally:
+        torch.set_num_threads(threads)
     assert any("in 2 processes x 1 thread " in line for line in lines)
+    assert "- training: 2 processes x 1 thread\n" in (plan.out / "report.md").read_text()
     _, meta = load_weights(plan.out / "run_t3")
     assert meta["config"]["data"]["batch_size"] == 1  # each of the two trains on one clip of two
     assert load_train_state(plan.out / "run_t3")["world_size"] == 2

@@ -1,19 +1,13 @@
-"""Training in several local processes (``--processes``): process count, the group each process
-joins, errors raised in a process, the main rank's validation threads."""
+"""Training in several local processes (``--processes``): the group each process joins, errors
+raised in a process, the main rank's validation threads, ``pavenet train --processes``."""
 import os
+import signal
 
 import pytest
 import torch
 
 from pavenet.errors import PavenetError
-from pavenet.runtime.launch import ProcessFailed, cpu_processes, run_local, with_threads
-
-
-@pytest.mark.parametrize("batch, cores, expected", [
-    (2, 2, 2), (2, 16, 2), (1, 16, 1), (3, 2, 1), (4, 3, 2), (6, 4, 3), (8, 1, 1), (12, 8, 6),
-])
-def test_one_process_per_core_and_an_equal_share_of_the_batch_each(batch, cores, expected):
-    assert cpu_processes(batch, cores) == expected
+from pavenet.runtime.launch import ProcessFailed, run_local, with_threads
 
 
 def _report_group(scale: int) -> tuple:
@@ -86,3 +80,19 @@ def test_train_command_runs_its_processes_as_one_group(tmp_path):
                  "--batch-size", "1", "--set", *small]) == 0
     assert load_weights(run)[1]["step"] == 2
     assert load_train_state(run)["world_size"] == 2
+
+
+def _killed_on_rank_one() -> int:
+    from pavenet.runtime.distributed import barrier, init_distributed
+
+    dist = init_distributed("cpu")
+    if dist.rank == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    barrier()
+    return 0
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_process_is_named():
+    with pytest.raises(ProcessFailed, match=r"training process 1 of 2 stopped: process 1 terminated with signal SIGKILL"):
+        run_local(_killed_on_rank_one, (), 2)

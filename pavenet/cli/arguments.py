@@ -39,9 +39,9 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
 def add_processes_argument(parser: argparse.ArgumentParser, what: str) -> None:
     """``--processes N``: data-parallel training in N local processes (``args.processes``)."""
     parser.add_argument("--processes", type=positive_int, default=None,
-                        help="train in N processes on this machine, one torch.distributed group; on a CPU they "
-                             "keep their pace when other programs take cores, where the threads of one process "
-                             f"wait for each other ({what})")
+                        help="train in N processes on this machine, one torch.distributed group; on a busy CPU "
+                             "they can keep more of the pace than one process's threads (docs/training.md; "
+                             f"{what})")
 
 
 def add_batch_size_argument(parser: argparse.ArgumentParser, default: Optional[int], what: str) -> argparse.Action:

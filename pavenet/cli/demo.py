@@ -19,8 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_output_arguments(p, "runs/demo", "output folder (data, runs, report)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     add_threads_argument(p)
-    add_processes_argument(p, "they share the batch and the threads; default: on a CPU one per usable core, at "
-                              "most one per clip of the batch, on a GPU 1")
+    add_processes_argument(p, "they share the batch and the threads; default: 1, the demo's own process")
     p.add_argument("--ablation", action="store_true", help="also train T=1 on the same budget and compare")
     p.add_argument("--config", default=None, help="model/training config: a shipped config name or a YAML path (default: synthetic_tiny)")
     p.add_argument("--videos", type=positive_int, default=48, help="synthetic training videos (default: 48)")

@@ -1,12 +1,13 @@
-"""Data-parallel CPU training in several local processes, without ``torchrun``.
+"""Data-parallel training in several local processes, without ``torchrun`` (``--processes N``).
 
-On a CPU, two processes that each train on half of the batch with one thread keep their speed
-when other programs take cores, where the threads of one process wait for each other at every
-parallel operation: next to two busy processes on 2 cores, 2 processes x 1 thread trained 88
-steps in 90 s, one process 52, against 122 for either on the quiet machine (docs/results.md,
-2026-12-07). :func:`run_local` starts what ``torchrun --standalone --nproc_per_node N`` starts
-(the same environment variables, read by :func:`pavenet.runtime.distributed.init_distributed`),
-with ``torch.multiprocessing`` instead of a separate launcher.
+:func:`run_local` starts what ``torchrun --standalone --nproc_per_node N`` starts (the same
+environment variables, read by :func:`pavenet.runtime.distributed.init_distributed`), with
+``torch.multiprocessing`` instead of a separate launcher, and keeps the processes in the
+caller's session (torchrun gives each its own, which under Linux's session autogroup scheduling
+earns each a CPU share of its own). On a 2-core CPU next to two busy processes of the same
+session, 2 processes x 1 thread trained 67 steps in 90 s where one process trained 52; with each
+busy process in a session of its own, 37 against 46 (docs/results.md, 2026-12-07), so one
+process stays the default.
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ import torch
 import torch.multiprocessing as mp
 
 from pavenet.errors import PavenetError, user_message
-from pavenet.runtime.threads import usable_cores
 
 T = TypeVar("T")
 
@@ -54,15 +54,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_processes(batch_size: int, cores: Optional[int] = None) -> int:
-    """Processes for data-parallel CPU training: one per usable core, at most one per clip of
-    the batch, and a count that divides the batch (each process trains on an equal share)."""
-    count = max(1, min(batch_size, usable_cores() if cores is None else cores))
-    while batch_size % count:
-        count -= 1
-    return count
 
 
 def _child(rank: int, fn: Callable[..., Any], args: tuple, env: dict[str, str], threads: int, results) -> None:
@@ -112,6 +103,9 @@ def run_local(fn: Callable[..., Any], args: tuple, count: int, threads: int = 1)
         messages = [message for _, message, _ in _drain(results) if message]
         if messages:
             raise ProcessFailed(messages[0]) from exc
+        if isinstance(exc, mp.ProcessExitedException):  # killed (e.g. out of memory) or exited
+            raise ProcessFailed(f"training process {exc.error_index} of {count} stopped: {exc}; the others were "
+                                "stopped too") from exc
         raise
     by_rank = {rank: value for rank, _, value in _drain(results)}
     return [by_rank.get(rank) for rank in range(count)]
