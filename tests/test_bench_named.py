@@ -89,7 +89,8 @@ def test_threads_runs_pavenet_through_this_interpreter(tmp_path, monkeypatch, ca
     assert threads_bench.main(["--out", str(out), "--steps", "2", "--loads", "0"]) == 0
     commands = [cmd for cmd, _ in calls]
     assert [cmd[:4] for cmd in commands] == [[sys.executable, "-m", "pavenet", "synth"]] + [
-        [sys.executable, "-m", "pavenet", "train"]] * 3
+        [sys.executable, "-m", "pavenet", "train"]] * 4
+    assert commands[-1][-4:] == ["--processes", "2", "--batch-size", "1"]
     assert all("cwd" not in kw for _, kw in calls)
     assert all("train.max_steps=2" in cmd for cmd in commands[1:])
     assert commands[1][4] == "synthetic_tiny"  # a shipped config, by name (works after a wheel install)

@@ -8,7 +8,9 @@ including start-up, one run each, ``python -m pavenet`` of this interpreter) und
   waiting when cores are busy);
 * ``torch default``: ``--threads`` = all usable cores and OpenMP's own wait policy (the old
   behaviour);
-* ``one thread``: ``--threads 1``.
+* ``one thread``: ``--threads 1``;
+* ``2 processes``: ``--processes 2 --batch-size 1`` (two processes of one thread each share the
+  batch of two clips, as ``pavenet demo --processes 2`` trains).
 
 It prints a table of seconds and ratios (to the same setting's quiet time, and to one thread under
 the same load) and writes it as JSON. Run it alone: other jobs distort every number.
@@ -31,7 +33,7 @@ from pavenet.bench.report import write_atomic
 from pavenet.runtime.arguments import Parser, example_epilog, non_negative_int, positive_int
 
 SETTINGS = {"pavenet": [], "torch default": ["--threads", str(len(os.sched_getaffinity(0)))],
-            "one thread": ["--threads", "1"]}
+            "one thread": ["--threads", "1"], "2 processes": ["--processes", "2", "--batch-size", "1"]}
 CONFIG = "synthetic_tiny"
 
 
@@ -71,13 +73,15 @@ def measure(data: Path, work: Path, steps: int, loads: list[int]) -> dict:
 
 def table(seconds: dict, loads: list[int]) -> str:
     lines = ["| busy processes | " + " | ".join(f"{n} (s)" for n in SETTINGS) +
-             " | pavenet / its quiet | pavenet / one thread | torch default / one thread |",
-             "|---" * (len(SETTINGS) + 4) + "|"]
+             " | pavenet / its quiet | pavenet / one thread | torch default / one thread"
+             " | 2 processes / their quiet | 2 processes / pavenet |",
+             "|---" * (len(SETTINGS) + 6) + "|"]
     for load in loads:
         cells = [f"{seconds[n][load]:.1f}" for n in SETTINGS]
         p, d, one = seconds["pavenet"][load], seconds["torch default"][load], seconds["one thread"][load]
-        quiet = seconds["pavenet"][loads[0]]
-        lines.append(f"| {load} | " + " | ".join(cells) + f" | {p / quiet:.2f} | {p / one:.2f} | {d / one:.2f} |")
+        two, quiet, two_quiet = seconds["2 processes"][load], seconds["pavenet"][loads[0]], seconds["2 processes"][loads[0]]
+        lines.append(f"| {load} | " + " | ".join(cells) + f" | {p / quiet:.2f} | {p / one:.2f} | {d / one:.2f}"
+                     f" | {two / two_quiet:.2f} | {two / p:.2f} |")
     return "\n".join(lines)
 
 
