@@ -96,3 +96,12 @@ def _killed_on_rank_one() -> int:
 def test_a_killed_process_is_named():
     with pytest.raises(ProcessFailed, match=r"training process 1 of 2 stopped: process 1 terminated with signal SIGKILL"):
         run_local(_killed_on_rank_one, (), 2)
+
+
+def test_processes_are_refused_under_torchrun(monkeypatch, capsys):
+    from pavenet.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train", "synthetic_tiny", "--processes", "2", "--threads", "1", "--set", "data.root=unused"]) == 2
+    assert "pavenet train: error: --processes starts its own process group: use it instead of torchrun" \
+        in capsys.readouterr().err
