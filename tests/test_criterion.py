@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -14,6 +13,7 @@ from target_factory import random_outputs, random_target
 from pavenet.config import Config
 from pavenet.model.criterion import SetCriterion, build_criterion
 from pavenet.model.matcher import HungarianMatcher
+from pavenet.runtime.launch import free_port
 
 SIGMAS = [0.05, 0.1]
 ALL = {"loss_class": 1.0, "loss_kpt": 1.0, "loss_oks": 1.0, "loss_vis": 1.0}
@@ -186,12 +186,6 @@ def test_build_criterion_from_config() -> None:
         SetCriterion(HungarianMatcher(), ALL, "l2")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_loss(rank: int, port: int, outputs: dict, targets: list[dict], result: torch.Tensor) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
@@ -209,7 +203,7 @@ def test_loss_does_not_depend_on_the_process_split() -> None:
     targets = [random_target(3, 3, 15, gen), random_target(1, 3, 15, gen)]
     single = make_criterion(dict(ALL), keypoint_loss="rle", sigmas=None)(outputs, targets)["loss"].detach()
     result = torch.zeros(2).share_memory_()
-    mp.spawn(_rank_loss, args=(_free_port(), outputs, targets, result), nprocs=2)
+    mp.spawn(_rank_loss, args=(free_port(), outputs, targets, result), nprocs=2)
     # DDP averages gradients over ranks, so the mean of the per-rank losses is what is optimised
     assert float(result.mean()) == pytest.approx(single.item(), rel=1e-5)
 

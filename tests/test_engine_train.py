@@ -1,7 +1,6 @@
 """Training engine: DDP equivalence, exact resume, signals, NaN handling (tiny model, 64x64 data)."""
 import os
 import signal
-import socket
 import time
 import warnings
 from pathlib import Path
@@ -15,6 +14,7 @@ from pavenet.data import build_dataset, collate
 from pavenet.data.synthetic import write_dataset
 from pavenet.runtime.checkpoint import load_weights
 from pavenet.runtime.distributed import DistInfo, cleanup, init_distributed
+from pavenet.runtime.launch import free_port
 from pavenet.engine.step import TrainingDiverged
 from pavenet.engine.trainer import Trainer
 
@@ -73,15 +73,9 @@ def _ddp_worker(rank: int, root: str, run: str, port: int, out: str) -> None:
     cleanup()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_equal_one_process_with_double_batch(data_root, tmp_path):
     out = tmp_path / "ddp.pt"
-    mp.spawn(_ddp_worker, args=(str(data_root), str(tmp_path / "ddp"), _free_port(), str(out)), nprocs=2)
+    mp.spawn(_ddp_worker, args=(str(data_root), str(tmp_path / "ddp"), free_port(), str(out)), nprocs=2)
     single = make_trainer(data_root, tmp_path / "single", *DDP_CHECK, "data.batch_size=2")
     start = params(single.model)
     single.fit()
@@ -127,7 +121,7 @@ def test_ranks_agree_on_length_validation_and_stop(data_root, tmp_path, mode, ex
     """Each rank measures its own clock and receives its own signals; without agreeing on the
     main rank's plan (and on any rank's signal) one rank leaves the loop or starts validating
     while the other waits in an all-reduce, and the run hangs."""
-    args = (str(data_root), str(tmp_path / "run"), _free_port(), str(tmp_path), mode)
+    args = (str(data_root), str(tmp_path / "run"), free_port(), str(tmp_path), mode)
     context = mp.start_processes(_disagreeing_worker, args=args, nprocs=2, join=False, start_method="spawn")
     deadline = time.monotonic() + 240
     while not context.join(timeout=1):

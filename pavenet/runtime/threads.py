@@ -103,4 +103,3 @@ def prefer_passive_waiting(busy: float) -> bool:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         return True
     return False
-
