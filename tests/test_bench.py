@@ -225,3 +225,24 @@ def test_profile_step_sums_trace_kernels_by_kind():
         "convolution": 0.5, "matrix product": 0.3, "deformable attention": 0.15,
         "inductor fused": 0.05, "copy / fill": 0.025, "other": 0.01}
     assert list(module.by_kind(kernels, steps=2))[0] == "convolution"
+
+
+def test_kernels_on_cpu_compare_reference_and_bags(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["bench", "kernels", "--repeats", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "| attention | dtype | pass | reference ms | bags ms | speed-up | fwd rel. diff |" in out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and "ms |" not in line]
+    assert [(r[0].strip().split(" (")[0], r[2].strip()) for r in rows] == [
+        (name, p) for name in ("encoder", "pose decoder", "joint decoder") for p in ("fwd", "fwd+bwd")]
+    assert "encoder (Q=S=765, P=4)" in rows[0][0]
+    for row in rows:
+        reference, bags, ratio, diff = (float(row[i].strip().rstrip("x")) for i in (3, 4, 5, 6))
+        assert ratio == pytest.approx(reference / bags, rel=0.01, abs=0.01)
+        assert diff < 1e-5
+
+
+def test_kernels_on_cuda_without_a_device_is_an_error(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["bench", "kernels", "--device", "cuda"]) == 2
+    assert "--device cuda but no CUDA device is available" in capsys.readouterr().err

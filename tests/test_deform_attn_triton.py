@@ -99,9 +99,9 @@ def interpreter_cases():
     mixed = ms_deform_attn(value.bfloat16(), SHAPES, strided, weights, backend="triton")
     reference = ms_deform_attn(value.bfloat16(), SHAPES, locations, weights, backend="reference")
     results["mixed_dtypes_strided"] = max_errors([mixed], [reference], relative=True)
-    results["auto_on_cpu_is_reference"] = bool(torch.equal(
+    results["auto_on_cpu_is_bags"] = bool(torch.equal(
         ms_deform_attn(value, SHAPES, locations, weights),
-        ms_deform_attn(value, SHAPES, locations, weights, backend="reference")))
+        ms_deform_attn(value, SHAPES, locations, weights, backend="bags")))
     results["errors"] = [caught_error(value.double(), SHAPES, locations, weights),
                          caught_error(value, SHAPES[:2] + [(3, 3)], locations, weights)]
     return results
@@ -142,20 +142,23 @@ def test_interpreter_bfloat16_parity(interpreted):
 
 
 def test_interpreter_dispatch_and_errors(interpreted):
-    assert interpreted["auto_on_cpu_is_reference"]
+    assert interpreted["auto_on_cpu_is_bags"]
     float64_error, size_error = interpreted["errors"]
     assert float64_error.startswith("ValueError") and "torch.float64" in float64_error
     assert size_error.startswith("ValueError") and "tokens" in size_error
 
 
-def test_reference_and_auto_on_cpu_match_the_reference_path():
+def test_auto_on_cpu_is_the_bags_path_and_both_cpu_paths_match_the_oracle():
     value, locations, weights, _ = random_problem(SHAPES, torch.float64, seed=5)
     default = ms_deform_attn(value, SHAPES, locations, weights)
-    for backend in ("auto", "reference"):
+    for backend in ("auto", "bags"):
         got = ms_deform_attn(value, torch.tensor(SHAPES), locations, weights, backend=backend)
         assert torch.equal(got, default)
     naive = pytest.importorskip("test_deformable_attention").naive_ms_deform_attn
-    assert torch.allclose(default, naive(value, SHAPES, locations, weights), atol=1e-10)
+    expected = naive(value, SHAPES, locations, weights)
+    reference = ms_deform_attn(value, SHAPES, locations, weights, backend="reference")
+    assert torch.allclose(default, expected, atol=1e-10)
+    assert torch.allclose(reference, expected, atol=1e-10)
 
 
 def test_triton_backend_on_cpu_without_interpreter_is_an_error():

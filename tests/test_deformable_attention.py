@@ -1,4 +1,5 @@
-"""ms_deform_attn against a naive per-point bilinear oracle, gradcheck, and MSDeformAttn init."""
+"""ms_deform_attn (reference and bags backends) against a naive per-point bilinear oracle,
+gradcheck, and MSDeformAttn init."""
 import math
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 from pavenet.model.deformable_attention import MSDeformAttn, ms_deform_attn
 
 SHAPES = [(3, 5), (2, 3), (1, 2)]
+CPU_BACKENDS = pytest.mark.parametrize("backend", ["reference", "bags"])
 
 
 def naive_ms_deform_attn(value, shapes, locations, weights):
@@ -44,37 +46,41 @@ def random_inputs(dtype=torch.float64, n=2, q=3, m=2, dh=3, p=2, seed=0):
     return value, locations, weights
 
 
-def test_matches_naive_bilinear_including_outside_points():
+@CPU_BACKENDS
+def test_matches_naive_bilinear_including_outside_points(backend):
     value, locations, weights = random_inputs()
     outside = ((locations < 0) | (locations > 1)).any(-1)
     assert outside.any() and (~outside).any()
     expected = naive_ms_deform_attn(value, SHAPES, locations, weights)
     tensor_shapes = torch.tensor(SHAPES, dtype=torch.long)
-    got = ms_deform_attn(value, tensor_shapes, locations, weights)
+    got = ms_deform_attn(value, tensor_shapes, locations, weights, backend=backend)
     assert got.shape == (2, 3, 2 * 3)
     assert torch.allclose(got, expected, rtol=0, atol=1e-10)
-    assert torch.allclose(ms_deform_attn(value, SHAPES, locations, weights), got, rtol=0, atol=0)
+    assert torch.allclose(ms_deform_attn(value, SHAPES, locations, weights, backend=backend), got,
+                          rtol=0, atol=0)
 
 
-def test_hand_computed_corners_and_centres():
+@CPU_BACKENDS
+def test_hand_computed_corners_and_centres(backend):
     # one 2x2 level, one head, one channel: values 1, 2 / 3, 4
     value = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64).view(1, 4, 1, 1)
     points = torch.tensor([[0.25, 0.25], [0.75, 0.75], [0.5, 0.5], [0.0, 0.0], [1.5, 0.5]],
                           dtype=torch.float64)
     locations = points.view(1, 5, 1, 1, 1, 2)
     weights = torch.ones(1, 5, 1, 1, 1, dtype=torch.float64)
-    got = ms_deform_attn(value, [(2, 2)], locations, weights).flatten()
+    got = ms_deform_attn(value, [(2, 2)], locations, weights, backend=backend).flatten()
     # centre of pixel (0,0) -> 1; of (1,1) -> 4; map centre -> mean 2.5;
     # top-left corner -> a quarter of pixel (0,0); x = 1.5 lies a full pixel outside -> 0
     expected = torch.tensor([1.0, 4.0, 2.5, 0.25, 0.0], dtype=torch.float64)
     assert torch.allclose(got, expected, atol=1e-12)
 
 
-def test_gradcheck():
+@CPU_BACKENDS
+def test_gradcheck(backend):
     value, locations, weights = random_inputs(n=1, q=2, m=2, dh=2, p=2, seed=1)
     inputs = (value.requires_grad_(), locations.requires_grad_(), weights.requires_grad_())
-    assert torch.autograd.gradcheck(lambda v, l, w: ms_deform_attn(v, SHAPES, l, w), inputs,
-                                    eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(lambda v, l, w: ms_deform_attn(v, SHAPES, l, w, backend=backend),
+                                    inputs, eps=1e-6, atol=1e-5)
 
 
 def test_level_count_mismatch_is_an_error():

@@ -24,7 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "threads":
         "Training under CPU load: pavenet's thread planning vs torch's default and one thread.",
     "kernels":
-        "GPU timings of multi-scale deformable attention: PyTorch reference vs the Triton kernel.",
+        "Timings of multi-scale deformable attention: the PyTorch reference vs the fast kernel.",
     "profile":
         "Where the time of one benchmark step goes: wall time vs device-kernel time, by kind.",
 }

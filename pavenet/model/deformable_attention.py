@@ -4,9 +4,11 @@
 ``backend`` picks the implementation: ``"reference"`` is pure PyTorch (bilinear
 ``grid_sample``, zero padding, ``align_corners=False``) and the test oracle for any faster
 kernel; ``"triton"`` is the fused kernel of :mod:`pavenet.model.deform_attn_triton`;
-``"auto"`` (default) takes the Triton kernel for CUDA tensors of float32 / bfloat16 / float16
-when triton imports (not during ONNX export) and the reference otherwise, so CPU behaviour is
-the reference's. ``MSDeformAttn`` is the module with the offset, attention-weight, value and
+``"bags"`` is the CPU formulation of :mod:`pavenet.model.deform_attn_bag` (weighted bags of
+table rows, pure PyTorch too). ``"auto"`` (default) takes the Triton kernel for CUDA tensors of
+float32 / bfloat16 / float16 when triton imports, the bags for CPU tensors of float32 /
+float64 (not while ``torch.compile`` traces), and the reference otherwise, always during ONNX
+export (a graph of standard operators). ``MSDeformAttn`` is the module with the offset, attention-weight, value and
 output projections.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .deform_attn_bag import bags_supported, ms_deform_attn_bags
 from .deform_attn_triton import HAS_TRITON, dtypes_supported, ms_deform_attn_triton, triton_available
 
 Shapes = Sequence[tuple[int, int]]
@@ -30,27 +33,42 @@ def shape_list(spatial_shapes: Union[Tensor, Shapes]) -> list[tuple[int, int]]:
     return [(int(h), int(w)) for h, w in spatial_shapes]
 
 
-BACKENDS = ("auto", "reference", "triton")
+BACKENDS = ("auto", "reference", "triton", "bags")
 
 
-def use_triton(backend: str, value: Tensor, sampling_locations: Tensor,
-               attention_weights: Tensor) -> bool:
-    """Resolve ``backend``; raise when it is unknown or "triton" cannot run on these inputs."""
-    if backend == "reference":
-        return False
+def resolve_backend(backend: str, value: Tensor, sampling_locations: Tensor,
+                    attention_weights: Tensor) -> str:
+    """The implementation ``backend`` means for these inputs ("reference", "triton" or "bags");
+    raise when it is unknown or cannot run on them."""
+    tensors = (value, sampling_locations, attention_weights)
     if backend == "auto":
-        return (value.is_cuda and HAS_TRITON
-                and dtypes_supported(value, sampling_locations, attention_weights)
-                and not torch.onnx.is_in_onnx_export())
-    if backend != "triton":
+        if torch.onnx.is_in_onnx_export():
+            return "reference"
+        if value.is_cuda and HAS_TRITON and dtypes_supported(*tensors):
+            return "triton"
+        if bags_supported(*tensors) and not torch.compiler.is_compiling():
+            return "bags"
+        return "reference"
+    if backend == "bags":
+        if not bags_supported(*tensors):
+            raise ValueError('ms_deform_attn: backend="bags" needs CPU tensors of float32 or float64, got '
+                             + ", ".join(f"{t.dtype} on {t.device}" for t in tensors))
+        return backend
+    if backend == "triton":
+        _check_triton(value)
+        return backend
+    if backend != "reference":
         raise ValueError(f"ms_deform_attn: unknown backend {backend!r}, expected one of {BACKENDS}")
+    return backend
+
+
+def _check_triton(value: Tensor) -> None:
     if not HAS_TRITON:
         raise RuntimeError('ms_deform_attn: backend="triton" but triton is not installed')
     if not triton_available(value):
         raise RuntimeError(f'ms_deform_attn: backend="triton" needs CUDA tensors, got '
                            f"{value.device} (on CPU only with TRITON_INTERPRET=1 set before "
                            "pavenet is imported)")
-    return True
 
 
 def ms_deform_attn(value: Tensor, spatial_shapes: Union[Tensor, Shapes],
@@ -66,9 +84,10 @@ def ms_deform_attn(value: Tensor, spatial_shapes: Union[Tensor, Shapes],
         sampling_locations: (N, Q, M, L, P, 2) as (x, y); (0, 0) is the top-left corner of a
             level's map and (1, 1) its bottom-right corner. Points outside read zeros.
         attention_weights: (N, Q, M, L, P).
-        backend: "auto" (Triton for supported CUDA inputs, else the reference), "reference"
-            (pure PyTorch) or "triton" (a RuntimeError when triton or CUDA is missing, a
-            ValueError for float64 inputs).
+        backend: "auto" (Triton for supported CUDA inputs, the bags for CPU float32 / float64,
+            else the reference), "reference" (pure PyTorch ``grid_sample``), "bags" (a
+            ValueError for other devices or dtypes) or "triton" (a RuntimeError when triton or
+            CUDA is missing, a ValueError for float64 inputs).
 
     Returns:
         (N, Q, M * Dh) in ``value``'s dtype: for each head, the sum over levels and points of
@@ -79,8 +98,11 @@ def ms_deform_attn(value: Tensor, spatial_shapes: Union[Tensor, Shapes],
     _, q, _, num_levels, p, _ = sampling_locations.shape
     if len(shapes) != num_levels:
         raise ValueError(f"ms_deform_attn: {len(shapes)} spatial shapes for {num_levels} levels")
-    if use_triton(backend, value, sampling_locations, attention_weights):
+    chosen = resolve_backend(backend, value, sampling_locations, attention_weights)
+    if chosen == "triton":
         return ms_deform_attn_triton(value, shapes, sampling_locations, attention_weights)
+    if chosen == "bags":
+        return ms_deform_attn_bags(value, shapes, sampling_locations, attention_weights)
     # sample in the wider of the two dtypes: bfloat16 locations would be off by pixels
     dtype = torch.promote_types(value.dtype, sampling_locations.dtype)
     values = value.to(dtype).split([h * w for h, w in shapes], dim=1)
