@@ -8,8 +8,8 @@ kernel; ``"triton"`` is the fused kernel of :mod:`pavenet.model.deform_attn_trit
 table rows, pure PyTorch too). ``"auto"`` (default) takes the Triton kernel for CUDA tensors of
 float32 / bfloat16 / float16 when triton imports, the bags for CPU tensors of float32 /
 float64 (not while ``torch.compile`` traces), and the reference otherwise, always during ONNX
-export (a graph of standard operators). ``MSDeformAttn`` is the module with the offset, attention-weight, value and
-output projections.
+export (a graph of standard operators). ``MSDeformAttn`` is the module with the offset,
+attention-weight, value and output projections.
 """
 from __future__ import annotations
 
