@@ -117,13 +117,12 @@ def forward_difference(plan: Setting, inputs: list[torch.Tensor]) -> float:
 
 def benchmark_rows(args: argparse.Namespace, plan: Setting) -> list[str]:
     rows = []
-    repeats, warmup = args.repeats or plan.repeats, plan.warmup if args.warmup is None else args.warmup
     for case in plan.cases:
         for dtype in plan.dtypes:
             inputs = make_inputs(case, plan, 3 * args.batch, dtype)
             diff = forward_difference(plan, inputs)
             for backward in (False, True):
-                ref, fast = (median_ms(step(b, plan.shapes, inputs, backward), plan.device, warmup, repeats)
+                ref, fast = (median_ms(step(b, plan.shapes, inputs, backward), plan.device, args.warmup, args.repeats)
                              for b in ("reference", plan.fast))
                 rows.append(f"| {case.name} | {str(dtype).removeprefix('torch.')} | "
                             f"{'fwd+bwd' if backward else 'fwd'} | {ref:.3f} | {fast:.3f} | "
@@ -157,9 +156,11 @@ def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
               "(--device cpu times the CPU kernels)", file=sys.stderr)
         return 2
     plan = setting(device)
+    args.repeats = args.repeats or plan.repeats
+    args.warmup = plan.warmup if args.warmup is None else args.warmup
     name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"Device: {name} (torch {torch.__version__}), N = {3 * args.batch} frames, median of "
-          f"{args.repeats or plan.repeats} after {plan.warmup if args.warmup is None else args.warmup} warm-up\n")
+          f"{args.repeats} after {args.warmup} warm-up\n")
     print(f"| attention | dtype | pass | reference ms | {plan.label} ms | speed-up | fwd rel. diff |")
     print("|---|---|---|---:|---:|---:|---:|")
     for row in benchmark_rows(args, plan):
