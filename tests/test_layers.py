@@ -22,7 +22,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"engine", "infer", "export", "viz", "convert"}),
     frozenset({"model", "eval"}),
     frozenset({"data"}),
-    frozenset({"runtime", "config", "config_rules", "errors"}),
+    frozenset({"runtime", "config", "config_rules", "config_schema", "errors"}),
 )
 #: imports a function may make: optional dependencies, loaded only where they are used
 OPTIONAL = ("onnx", "onnxruntime", "onnxscript", "triton")
