@@ -78,8 +78,8 @@ def table(seconds: dict, loads: list[int]) -> str:
              "|---" * (len(SETTINGS) + 6) + "|"]
     for load in loads:
         cells = [f"{seconds[n][load]:.1f}" for n in SETTINGS]
-        p, d, one = seconds["pavenet"][load], seconds["torch default"][load], seconds["one thread"][load]
-        two, quiet, two_quiet = seconds["2 processes"][load], seconds["pavenet"][loads[0]], seconds["2 processes"][loads[0]]
+        p, d, one, two = (seconds[n][load] for n in ("pavenet", "torch default", "one thread", "2 processes"))
+        quiet, two_quiet = seconds["pavenet"][loads[0]], seconds["2 processes"][loads[0]]
         lines.append(f"| {load} | " + " | ".join(cells) + f" | {p / quiet:.2f} | {p / one:.2f} | {d / one:.2f}"
                      f" | {two / two_quiet:.2f} | {two / p:.2f} |")
     return "\n".join(lines)

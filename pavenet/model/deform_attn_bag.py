@@ -102,20 +102,22 @@ def _transposed_bags(grad_out: Tensor, base: Tensor, weight: Tensor, table_rows:
                                mode="sum") for k in range(4)]
     grad = corners[0]
     grad[1:] += corners[1][:-1]
-    blocks = grad.view(-1, padded_size(shapes), grad.shape[-1])
+    sizes = padded_sizes(shapes)
+    blocks = grad.view(-1, sum(sizes), grad.shape[-1])
     below, below_right = (c.view_as(blocks) for c in corners[2:])
     start = 0
-    for h, w in shapes:
-        size, row = (h + 2 * PAD) * (w + 2 * PAD), w + 2 * PAD
+    for size, (_, w) in zip(sizes, shapes):
+        row = w + 2 * PAD
         blocks[:, start + row:start + size] += below[:, start:start + size - row]
         blocks[:, start + row + 1:start + size] += below_right[:, start:start + size - row - 1]
         start += size
     return grad
 
 
-def padded_size(shapes: Sequence[tuple[int, int]]) -> int:
-    """S': the rows of one (batch, head) block of :func:`padded_table`."""
-    return sum((h + 2 * PAD) * (w + 2 * PAD) for h, w in shapes)
+def padded_sizes(shapes: Sequence[tuple[int, int]]) -> list[int]:
+    """The rows of each padded level in one (batch, head) block of :func:`padded_table` (their
+    sum is the block's size S')."""
+    return [(h + 2 * PAD) * (w + 2 * PAD) for h, w in shapes]
 
 
 def padded_table(value: Tensor, shapes: Sequence[tuple[int, int]]) -> Tensor:
@@ -139,7 +141,7 @@ def corner_entries(shapes: Sequence[tuple[int, int]], sampling_locations: Tensor
     """
     n, q, m, num_levels, p, _ = sampling_locations.shape
     device, dtype = sampling_locations.device, sampling_locations.dtype
-    padded = [(h + 2 * PAD) * (w + 2 * PAD) for h, w in shapes]
+    padded = padded_sizes(shapes)
     # per-(level, point, coordinate) constants, in the locations' memory order (element-wise
     # ops then run over contiguous rows of L * P * 2 instead of broadcasting pairs)
     sizes = _constant([[w, h] for h, w in shapes], p, dtype, device)
