@@ -283,3 +283,56 @@ def test_windows_without_shared_frames_compare_the_frames_closest_in_time():
     assert linker.update(3, second) == [0]
     third = WindowPeople([4, 6, 8], np.stack([np.stack([near, far, far])]), [0.9], np.zeros((1, 4)))
     assert linker.update(6, third) == [1]  # frame 5 (far) vs frame 4 (near): a new person
+
+
+def _released_rule_windows(count: int, sigma: float, score: float = 0.5) -> list[WindowPeople]:
+    """One person walking 2 px per frame, T=3 windows, each joint scored as the released rule
+    (``postprocess.mode: official``) scores it: person score x p(sigma)."""
+    import torch
+
+    from pavenet.model.postprocess import released_joint_confidence
+
+    p = float(released_joint_confidence(torch.full((J, 2), sigma))[0])
+    windows = []
+    for key in range(count):
+        frames = [max(key - 1, 0), key, min(key + 1, count - 1)]
+        poses = [_pose(40 + 2 * f, 50) for f in frames]
+        for pose in poses:
+            pose[:, 2] = score * p
+        windows.append(WindowPeople(frames, np.stack(poses)[None], [score], np.zeros((1, 4))))
+    return windows
+
+
+def test_released_rule_joint_scores_keep_one_track_with_the_official_defaults():
+    """sigma 0.45 (not trained, as with an L1 keypoint loss): joint scores 0.5 x 0.08 = 0.04.
+    Under the plain joint threshold (0.1) no joint counts and every window starts a new id
+    (what the synthetic demo's tracking did before the official defaults); with them the
+    person keeps id 0."""
+    from pavenet.infer.linker import postprocess_defaults
+
+    windows = _released_rule_windows(8, sigma=0.45)
+    assert 0.03 < windows[0].keypoints[0, 0, 0, 2] < 0.05
+    plain = WindowLinker(LinkerConfig(score_threshold=0.4))
+    assert [plain.update(k, w)[0] for k, w in enumerate(windows)] == list(range(8))
+    assert postprocess_defaults("official", 0.4) == {"score_threshold": 0.4, "joint_threshold": 0.0}
+    assert postprocess_defaults("nms_free", 0.3) == {"score_threshold": 0.3}
+    official = WindowLinker(LinkerConfig(**postprocess_defaults("official", 0.4)))
+    assert [official.update(k, w)[0] for k, w in enumerate(windows)] == [0] * 8
+
+
+@pytest.mark.parametrize("mode, tracker, expected", [
+    ("official", None, 0.0), ("nms_free", None, 0.1), ("official", "joint_threshold: 0.2\n", 0.2)])
+def test_the_estimator_takes_the_joint_threshold_from_the_post_processing(tmp_path, mode, tracker, expected):
+    import dataclasses
+
+    from pavenet.config import load_config
+    from pavenet.infer.estimator import PoseEstimator
+    from pavenet.model import build_model
+
+    cfg = load_config("configs/pavenet_tiny.yaml", [f"postprocess.mode={mode}", "postprocess.score_threshold=0.35"])
+    kwargs = {}
+    if tracker is not None:
+        (tmp_path / "tracker.yaml").write_text(tracker)
+        kwargs["tracker"] = tmp_path / "tracker.yaml"
+    est = PoseEstimator.from_config(build_model(cfg.model), cfg, device="cpu", **kwargs)
+    assert est.linker_cfg == dataclasses.replace(LinkerConfig(), score_threshold=0.35, joint_threshold=expected)

@@ -39,9 +39,11 @@ def test_a_tracker_file_sets_its_keys_and_keeps_the_defaults_of_the_others(tmp_p
     cfg = load_tracker_config(_write(tmp_path, "max_missed: 60\nembedding_weight: 1\nsmoothing:\n  beta: 0.2\n"))
     assert cfg.linker == LinkerConfig(max_missed=60, embedding_weight=1.0)
     assert cfg.smoothing == SmoothingConfig(enabled=True, beta=0.2)  # a smoothing: section turns it on
-    assert cfg.linker_for(0.7).score_threshold == 0.7  # the checkpoint's threshold: the file sets none
+    assert cfg.linker_for({"score_threshold": 0.7}).score_threshold == 0.7  # the checkpoint's: the file sets none
+    official = cfg.linker_for({"score_threshold": 0.7, "joint_threshold": 0.0})
+    assert official == LinkerConfig(max_missed=60, embedding_weight=1.0, score_threshold=0.7, joint_threshold=0.0)
     cfg = load_tracker_config(_write(tmp_path, "score_threshold: 0.4\nsmoothing:\n  enabled: false\n"))
-    assert cfg.linker_for(0.7).score_threshold == 0.4 and not cfg.smoothing.enabled
+    assert cfg.linker_for({"score_threshold": 0.7}).score_threshold == 0.4 and not cfg.smoothing.enabled
     assert load_tracker_config(_write(tmp_path, "smoothing:\n")).smoothing == SmoothingConfig(enabled=True)
     assert load_tracker_config(_write(tmp_path, "")) == TrackerConfig()
 
@@ -120,7 +122,8 @@ def test_the_estimator_takes_the_tracker_file(ckpt_and_video, tmp_path):
     ckpt, _ = ckpt_and_video
     path = _write(tmp_path, "max_missed: 5\nsmoothing:\n  min_cutoff: 0.5\n")
     est = PoseEstimator.from_checkpoint(ckpt, device="cpu", tracker=path)
-    assert est.linker_cfg == LinkerConfig(max_missed=5, score_threshold=0.0)  # the checkpoint's threshold
+    # the checkpoint's threshold, and every joint counting under its official post-processing
+    assert est.linker_cfg == LinkerConfig(max_missed=5, score_threshold=0.0, joint_threshold=0.0)
     assert est.smoothing == SmoothingConfig(enabled=True, min_cutoff=0.5)
     with pytest.raises(ValueError, match="not both"):
         PoseEstimator.from_checkpoint(ckpt, device="cpu", tracker=path, linker=LinkerConfig())

@@ -22,7 +22,7 @@ import torch
 from pavenet.data.transforms import resize_frames, resized_size
 from pavenet.export.onnx_runtime import OnnxRuntimeNetwork
 from pavenet.infer.compiled import CompiledNetwork
-from pavenet.infer.linker import LinkerConfig, WindowLinker, WindowPeople
+from pavenet.infer.linker import LinkerConfig, WindowLinker, WindowPeople, postprocess_defaults
 from pavenet.infer.results import FramePrediction, PersonPrediction  # re-exported: the results API
 from pavenet.infer.smoothing import KeypointSmoother, SmoothingConfig
 from pavenet.infer.tracker_config import TrackerConfig, load_tracker_config
@@ -78,14 +78,15 @@ class PoseEstimator:
         :class:`pavenet.infer.tracker_config.TrackerConfig` or its YAML path (linker and smoothing
         settings; the config's score threshold unless the tracker sets one)."""
         kwargs.setdefault("stride", cfg.data.frame_stride)
+        defaults = postprocess_defaults(cfg.postprocess.mode, cfg.postprocess.score_threshold)
         tracker = kwargs.pop("tracker", None)
         if tracker is not None:
             if "linker" in kwargs:
                 raise ValueError("give the tracker settings as tracker= or as linker=, not both")
             tracker = tracker if isinstance(tracker, TrackerConfig) else load_tracker_config(tracker)
-            kwargs["linker"] = tracker.linker_for(cfg.postprocess.score_threshold)
+            kwargs["linker"] = tracker.linker_for(defaults)
             kwargs.setdefault("smoothing", tracker.smoothing)
-        kwargs.setdefault("linker", LinkerConfig(score_threshold=cfg.postprocess.score_threshold))
+        kwargs.setdefault("linker", LinkerConfig(**defaults))
         kwargs.setdefault("resize", cfg.data.test_resize)
         post = build_postprocessor(cfg, score_threshold=0.0)
         return cls(model, post, cfg.data.test_short_side, cfg.data.test_max_size, device=device, **kwargs)

@@ -64,6 +64,20 @@ class LinkerConfig:
     sigma_scale: float = 2.0
 
 
+def postprocess_defaults(mode: str, score_threshold: float) -> dict[str, float]:
+    """The linker settings implied by a config's post-processing (``postprocess.mode`` and
+    ``score_threshold``): its person-score threshold, and with ``official`` every joint counting
+    in the pose similarity (``joint_threshold`` 0). The released rule's joint score is the person
+    score times a localisation confidence from sigma, at most 0.7 and about 0.1 where sigma is
+    not trained (an L1 keypoint loss): it says nothing about presence, and under the default
+    threshold a model's every pose would count no joint, so that no person is ever linked.
+    ``nms_free`` joint scores include the visibility; there the default threshold stays."""
+    out = {"score_threshold": score_threshold}
+    if mode == "official":
+        out["joint_threshold"] = 0.0
+    return out
+
+
 @dataclass
 class WindowPeople:
     """The people of one window.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -66,11 +66,10 @@ class TrackerConfig:
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     given: frozenset[str] = frozenset()
 
-    def linker_for(self, score_threshold: float) -> LinkerConfig:
-        """The linker settings, with ``score_threshold`` unless the file set one."""
-        if "score_threshold" in self.given:
-            return self.linker
-        return dataclasses.replace(self.linker, score_threshold=score_threshold)
+    def linker_for(self, defaults: Mapping[str, float]) -> LinkerConfig:
+        """The linker settings, with the ``defaults`` (e.g. the checkpoint's score threshold,
+        :func:`pavenet.infer.linker.postprocess_defaults`) for the keys the file did not set."""
+        return dataclasses.replace(self.linker, **{k: v for k, v in defaults.items() if k not in self.given})
 
 
 def _check_ranges(loaded: _TrackerFile, source: str) -> None:
