@@ -29,6 +29,7 @@ from pavenet.engine.evaluate import evaluate_split, make_validator
 from pavenet.engine.trainer import RunExistsError, Trainer
 from pavenet.eval.posetrack import format_table
 from pavenet.infer.estimator import PoseEstimator
+from pavenet.infer.results import overlay_joint_threshold
 from pavenet.infer.video_io import FrameStream, VideoSource
 from pavenet.model import build
 from pavenet.runtime.checkpoint import holds_run
@@ -42,10 +43,6 @@ from pavenet.viz.report import nobody_warning, plot_joint_ap, plot_training_curv
 
 #: the shipped config the demo trains (``--config`` takes another name or a path)
 DEFAULT_CONFIG = "synthetic_tiny"
-#: joint score under which the overlay hides a joint of a tracked person (joint scores are the
-#: person score times the joint confidence, so they are low for a briefly trained model)
-RENDER_JOINT_THRESHOLD = 0.05
-
 
 @dataclass
 class DemoPlan:
@@ -168,12 +165,13 @@ def render_example(model, cfg: Config, root: Path, out: Path, device) -> tuple[P
     people = [f.arrays() for f in preds]
     truth = ground_truth_joints(root / "annotations" / "val" / f"{folder.name}.json")
     banners = nobody_banners(preds, est.linker_cfg.score_threshold)
-    video = render_video(source, people, out / "demo_overlay.mp4", RENDER_JOINT_THRESHOLD,
+    joints = overlay_joint_threshold(cfg.postprocess.mode)
+    video = render_video(source, people, out / "demo_overlay.mp4", joints,
                          ground_truth=truth, banners=banners)
     mid = len(preds) // 2
     with FrameStream(source) as stream:
         frame = next(f for i, f in enumerate(stream) if i == mid)
-    still = write_overlay_png(frame, *people[mid], out / "demo_frame.png", RENDER_JOINT_THRESHOLD,
+    still = write_overlay_png(frame, *people[mid], out / "demo_frame.png", joints,
                               truth[mid] if mid < len(truth) else None, banners[mid])
     summary = {"frames": len(preds), "frames_with_people": sum(bool(f.people) for f in preds),
                "best_score": max((f.best_score for f in preds), default=0.0),

@@ -49,6 +49,20 @@ def test_skeleton_pixels_take_the_track_colour():
     assert colours == {(0, 0, 0), track_color(3), track_color(7)}
 
 
+def test_a_released_rule_person_is_drawn_whole_at_the_default_threshold():
+    """postprocess.mode official: joint score = person score x p(sigma), 0.04 for an untrained
+    sigma. The overlays' default for that mode draws every joint; the plain default (0.05)
+    would draw nothing of that person."""
+    from pavenet.infer.results import VISIBLE_JOINT_SCORE, overlay_joint_threshold
+
+    frame = np.zeros((64, 48, 3), np.uint8)
+    person = _person(8, score=0.04)
+    assert overlay_joint_threshold("nms_free") == VISIBLE_JOINT_SCORE == 0.05
+    assert draw_people(frame, person[None], [2], overlay_joint_threshold("nms_free"), labels=False).max() == 0
+    out = draw_people(frame, person[None], [2], overlay_joint_threshold("official"), labels=False)
+    assert tuple(out[24, 18]) == track_color(2) and tuple(out[55, 12]) == track_color(2)  # shoulders, shin
+
+
 def test_labels_drawn_above_people_and_empty_frames_unchanged():
     frame = np.zeros((64, 96, 3), np.uint8)
     person = _person(30)

@@ -41,8 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_batch_size_argument(p, 4, "windows per forward pass")
     p.add_argument("--score-threshold", type=unit_float, default=None,
                    help="minimum person score, 0..1 (default: the checkpoint's postprocess.score_threshold)")
-    p.add_argument("--joint-threshold", type=unit_float, default=0.05,
-                   help="overlay: joints scoring below it are not drawn (default: 0.05)")
+    p.add_argument("--joint-threshold", type=unit_float, default=None,
+                   help="overlay: joints scoring below it are not drawn (default: 0.05, or 0 for a checkpoint "
+                        "post-processed with the released rule, postprocess.mode official)")
     p.add_argument("--smooth", action="store_true", help="One-Euro smoothing of the keypoints")
     p.add_argument("--no-cache", action="store_true", help="recompute the encoder for every window")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only; float32 elsewhere)")
@@ -300,6 +301,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pavenet.cli import apply_threads, fail
     from pavenet.infer.image_ids import read_ground_truth_images
+    from pavenet.infer.results import overlay_joint_threshold
     from pavenet.infer.sharding import gather, shard, unshard
     from pavenet.infer.tracker_config import TrackerConfig, load_tracker_config
     from pavenet.infer.video_io import resolve_inputs
@@ -318,6 +320,8 @@ def run(args: argparse.Namespace) -> int:
         sources, errors = resolve_inputs(args.inputs)
         planned, clashes = _plan(sources, args)
         est = _estimator(args, tracker, str(info.device) if info.distributed else args.device)
+        if args.joint_threshold is None:
+            args.joint_threshold = overlay_joint_threshold(est.postprocessor.mode)
         start = time.time()
         mine = _run_inputs(est, shard(planned, info.rank, info.world_size), args, viewer, not info.is_main)
         parts = gather((mine, start, time.time()))

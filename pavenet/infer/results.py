@@ -25,6 +25,13 @@ JOINT_NAMES: tuple[str, ...] = tuple(MODEL.names)
 VISIBLE_JOINT_SCORE = 0.05
 
 
+def overlay_joint_threshold(postprocess_mode: str) -> float:
+    """The overlays' default joint threshold: :data:`VISIBLE_JOINT_SCORE`, or 0 (every joint of a
+    drawn person) after the released rule (``postprocess.mode: official``), whose joint scores
+    are no presence scores (see :func:`pavenet.infer.linker.postprocess_defaults`)."""
+    return 0.0 if postprocess_mode == "official" else VISIBLE_JOINT_SCORE
+
+
 def joint_box(keypoints: np.ndarray, joint_threshold: float = VISIBLE_JOINT_SCORE
               ) -> Optional[tuple[float, float, float, float]]:
     """(x0, y0, x1, y1) around the joints of (J, 3) keypoints scoring >= ``joint_threshold``;
