@@ -39,7 +39,7 @@ RANGES: dict[str, Check] = {
         "num_queries", "pose_dec_layers", "joint_dec_layers", "joint_dec_points", "num_kept",
         "refine_hidden", "embed_dim", "proposal_hidden")},
     "model.enc_layers": NON_NEGATIVE, "model.dropout": within(0, 1, hi_open=True),
-    "model.dn_groups": NON_NEGATIVE, "model.dn_noise": NON_NEGATIVE,
+    "model.dn_groups": NON_NEGATIVE, "model.dn_noise": NON_NEGATIVE, "model.fine_radius": NON_NEGATIVE,
     "model.proposal_margin": within(0, 0.5, hi_open=True), "model.pose_box_min": NON_NEGATIVE,
     "model.backbone.out_indices": within(0, 4), "model.backbone.frozen_stages": at_least(-1),
     "model.backbone.extra_levels": NON_NEGATIVE,

@@ -115,6 +115,11 @@ class ModelConfig:
     #: "clip" = each token also sees the mean of the other frames' tokens at its position
     #: (a zero-initialised MLP; a black or blurred key frame can propose its neighbours' people)
     proposal_frames: Literal["key", "clip"] = "key"
+    #: PAVE-Net's joints: false = the last joint-decoder layer's (published); true = then moved
+    #: by a zero-initialised MLP of a (2r+1)^2 grid of samples of the stride-4 backbone map
+    #: around each joint, one cell apart, r = fine_radius (pavenet/model/fine_refine.py)
+    fine_refine: bool = False
+    fine_radius: int = 2
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     vepe: VepeConfig = field(default_factory=VepeConfig)
 

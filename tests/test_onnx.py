@@ -87,10 +87,12 @@ def test_clip_graph_matches_pytorch(tiny, tmp_path):
         _run_clip(session, torch.zeros(1, 3, 3, *other), torch.zeros(1, *other, dtype=torch.bool))
 
 
-@pytest.mark.parametrize("option", ["model.frame_weights=content", "model.proposal_frames=clip"])
+@pytest.mark.parametrize("option", ["model.frame_weights=content", "model.proposal_frames=clip",
+                                    "model.fine_refine=true"])
 def test_clip_graph_with_pavenet_options_matches_pytorch(tmp_path, option):
-    """pavenet's options of the temporal path export and run: ``model.frame_weights=content``
-    (log-sum-exp, per-frame samples), ``model.proposal_frames=clip`` (the other frames' tokens)."""
+    """pavenet's options export and run: ``model.frame_weights=content`` (log-sum-exp, per-frame
+    samples), ``model.proposal_frames=clip`` (the other frames' tokens), ``model.fine_refine``
+    (the stride-4 map's samples)."""
     cfg = load_config("configs/synthetic_tiny.yaml", [*OVERRIDES, option])
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
@@ -140,6 +142,32 @@ def _assert_int8_pair_agrees(out: Path, net: OnnxRuntimeNetwork, memory) -> None
     clips = memory.select(torch.arange(6))
     scores = [torch.sigmoid(n.decode(clips, 2)["logits"]).sort(dim=1).values for n in (net, quantised)]
     assert 0 < float((scores[1] - scores[0]).abs().max()) < INT8_SCORE_ATOL
+
+
+def test_streaming_pair_carries_the_fine_map(tmp_path):
+    """``model.fine_refine``: the encoder graph also returns the stride-4 map and its ratio, the
+    decoder graph takes them, and the pair decodes as PyTorch does (padded clip included)."""
+    from pavenet.export.onnx_export import FINE_OUTPUTS, MEMORY_OUTPUTS, export_streaming
+
+    cfg = load_config("configs/synthetic_tiny.yaml", [*OVERRIDES, "model.fine_refine=true"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    encoder, _ = export_streaming(model, cfg, tmp_path / "model.onnx", ExportOptions(64, 64))
+    assert [v.name for v in onnx.load(str(encoder)).graph.output] == [*MEMORY_OUTPUTS, *FINE_OUTPUTS]
+    net = OnnxRuntimeNetwork.from_export(tmp_path / "model.onnx")
+    images = torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    mask = torch.zeros(6, 64, 64, dtype=torch.bool)
+    mask[3:, :, 40:] = True
+    with torch.no_grad():
+        mem, got = model.encode(images, mask), net.encode(images, mask)
+        np.testing.assert_allclose(got.fine.numpy(), mem.fine.numpy(), rtol=0, atol=1e-4)
+        assert torch.equal(got.fine_ratio, mem.fine_ratio)
+        ref = model.decode(mem, 2)
+        onnx_out = net.decode(got, 2)
+    _assert_outputs_match({k: v.numpy() for k, v in onnx_out.items()}, ref)
 
 
 def test_streaming_export_and_predict_match_pytorch(tiny, tmp_path):

@@ -10,9 +10,11 @@ axis:
   The training-only outputs (``aux_outputs``, ``enc_outputs``) are left out.
 - encoder graph (``model.encoder.onnx``): ``images`` (N, 3, H, W), ``mask`` (N, H, W) ->
   ``memory`` (N, S, D), ``valid_ratios`` (N, L, 2), ``padding_mask`` (N, S): backbone and
-  spatial encoder of N independent frames, run once per video frame.
+  spatial encoder of N independent frames, run once per video frame. With
+  ``model.fine_refine`` also ``fine`` (N, C, h, w) and ``fine_ratio`` (N, 2), the stride-4 map.
 - decoder graph (``model.decoder.onnx``): ``memory`` (B, T, S, D), ``valid_ratios``
-  (B, T, L, 2), ``padding_mask`` (B, T, S) of B clips of cached frames -> :data:`CLIP_OUTPUTS`.
+  (B, T, L, 2), ``padding_mask`` (B, T, S) (and ``fine`` (B, T, C, h, w), ``fine_ratio``
+  (B, T, 2)) of B clips of cached frames -> :data:`CLIP_OUTPUTS`.
 
 Every file carries ``pavenet.*`` metadata (graph kind, input size, level shapes, number of
 frames and the full config), enough to run it without the checkpoint.
@@ -37,6 +39,14 @@ from pavenet.runtime.files import atomic_path
 CLIP_OUTPUTS = ("logits", "keypoints", "visibility", "sigma", "embedding", "kept_index")
 #: Outputs of the encoder graph, in order.
 MEMORY_OUTPUTS = ("memory", "valid_ratios", "padding_mask")
+#: Further outputs of the encoder graph of a model with ``model.fine_refine``.
+FINE_OUTPUTS = ("fine", "fine_ratio")
+
+
+def memory_outputs(model: nn.Module) -> tuple[str, ...]:
+    """The encoder graph's outputs (the decoder graph's inputs) for ``model``."""
+    fine = getattr(model, "fine_map", None) is not None
+    return MEMORY_OUTPUTS + FINE_OUTPUTS if fine else MEMORY_OUTPUTS
 #: Opset used unless asked otherwise (the exporter's supported range starts at 18).
 DEFAULT_OPSET = 18
 META_PREFIX = "pavenet."
@@ -62,10 +72,12 @@ class EncoderGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``images`` (N, 3, H, W), ``mask`` (N, H, W) -> :data:`MEMORY_OUTPUTS`."""
+    def forward(self, images: Tensor, mask: Tensor) -> tuple[Tensor, ...]:
+        """``images`` (N, 3, H, W), ``mask`` (N, H, W) -> :func:`memory_outputs`."""
         mem = self.model.encode(images, mask)
-        return mem.memory, mem.valid_ratios, mem.padding_mask
+        if mem.fine is None:
+            return mem.memory, mem.valid_ratios, mem.padding_mask
+        return mem.memory, mem.valid_ratios, mem.padding_mask, mem.fine, mem.fine_ratio
 
 
 class DecoderGraph(nn.Module):
@@ -79,11 +91,15 @@ class DecoderGraph(nn.Module):
         self.register_buffer("spatial_shapes", torch.tensor(shapes, dtype=torch.long), persistent=False)
         self.register_buffer("level_start_index", torch.tensor(starts, dtype=torch.long), persistent=False)
 
-    def forward(self, memory: Tensor, valid_ratios: Tensor, padding_mask: Tensor) -> tuple[Tensor, ...]:
-        """``memory`` (B, T, S, D), ``valid_ratios`` (B, T, L, 2), ``padding_mask`` (B, T, S)."""
+    def forward(self, memory: Tensor, valid_ratios: Tensor, padding_mask: Tensor,
+                fine: Optional[Tensor] = None, fine_ratio: Optional[Tensor] = None) -> tuple[Tensor, ...]:
+        """``memory`` (B, T, S, D), ``valid_ratios`` (B, T, L, 2), ``padding_mask`` (B, T, S);
+        with ``model.fine_refine`` ``fine`` (B, T, C, h, w) and ``fine_ratio`` (B, T, 2)."""
         batch = memory.shape[0]
+        fine, fine_ratio = (None, None) if fine is None else (fine.flatten(0, 1), fine_ratio.flatten(0, 1))
         frames = FrameMemory(memory.flatten(0, 1), self.spatial_shapes, self.level_start_index,
-                             valid_ratios.flatten(0, 1), padding_mask.flatten(0, 1), self.shapes)
+                             valid_ratios.flatten(0, 1), padding_mask.flatten(0, 1), self.shapes,
+                             fine, fine_ratio)
         out = self.model.decode(frames, batch)
         return tuple(out[k] for k in CLIP_OUTPUTS)
 
@@ -188,13 +204,12 @@ def export_streaming(model: nn.Module, cfg: Config, out: str | Path, opts: Expor
     images, mask = _example_frames(batch * t, opts)
     with torch.no_grad():
         mem = model.eval().encode(images, mask)
-    shapes = mem.shapes
-    _save(EncoderGraph(model), (images, mask), enc_path, ("images", "mask"), MEMORY_OUTPUTS, opts,
+    shapes, names = mem.shapes, memory_outputs(model)
+    _save(EncoderGraph(model), (images, mask), enc_path, ("images", "mask"), names, opts,
           _metadata(cfg, "encoder", opts, shapes))
-    args = (mem.memory.view(batch, t, *mem.memory.shape[1:]),
-            mem.valid_ratios.view(batch, t, *mem.valid_ratios.shape[1:]),
-            mem.padding_mask.view(batch, t, -1))
-    _save(DecoderGraph(model, shapes), args, dec_path, MEMORY_OUTPUTS, CLIP_OUTPUTS, opts,
+    tensors = (mem.memory, mem.valid_ratios, mem.padding_mask, mem.fine, mem.fine_ratio)[:len(names)]
+    args = tuple(x.view(batch, t, *x.shape[1:]) for x in tensors)
+    _save(DecoderGraph(model, shapes), args, dec_path, names, CLIP_OUTPUTS, opts,
           _metadata(cfg, "decoder", opts, shapes))
     return enc_path, dec_path
 

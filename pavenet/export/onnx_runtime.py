@@ -23,7 +23,7 @@ from torch import Tensor
 
 from pavenet.config import Config, config_from_dict
 from pavenet.export.onnx_cache import StreamingPairCache
-from pavenet.export.onnx_export import CLIP_OUTPUTS, MEMORY_OUTPUTS, read_onnx_metadata, streaming_paths
+from pavenet.export.onnx_export import CLIP_OUTPUTS, read_onnx_metadata, streaming_paths
 from pavenet.model.encoder import FrameMemory
 from pavenet.model.loading import load_checkpoint_model
 from pavenet.runtime.checkpoint import resolve_checkpoint
@@ -130,11 +130,13 @@ class OnnxRuntimeNetwork:
         """``images`` (N, 3, H, W), ``mask`` (N, H, W) -> the memory of N frames (as ``PAVENet.encode``)."""
         pair = self._pair((int(images.shape[-2]), int(images.shape[-1])))
         feeds = {"images": _numpy(images, np.float32), "mask": _numpy(mask, np.bool_)}
-        memory, ratios, padding = (torch.from_numpy(x) for x in pair.encoder.run(list(MEMORY_OUTPUTS), feeds))
+        names = [o.name for o in pair.encoder.get_outputs()]
+        outputs = dict(zip(names, (torch.from_numpy(x) for x in pair.encoder.run(names, feeds))))
         sizes = [h * w for h, w in pair.shapes]
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
-        return FrameMemory(memory, torch.tensor(pair.shapes, dtype=torch.long),
-                           torch.tensor(starts, dtype=torch.long), ratios, padding, pair.shapes)
+        return FrameMemory(outputs["memory"], torch.tensor(pair.shapes, dtype=torch.long),
+                           torch.tensor(starts, dtype=torch.long), outputs["valid_ratios"],
+                           outputs["padding_mask"], pair.shapes, outputs.get("fine"), outputs.get("fine_ratio"))
 
     def decode(self, memory: FrameMemory, batch: int) -> dict[str, Any]:
         """Decode ``batch`` clips from the memory of their B*T frames in clip order (as ``PAVENet.decode``,
@@ -148,6 +150,9 @@ class OnnxRuntimeNetwork:
         feeds = {"memory": _numpy(memory.memory, np.float32).reshape(batch, t, *memory.memory.shape[1:]),
                  "valid_ratios": _numpy(memory.valid_ratios, np.float32).reshape(batch, t, -1, 2),
                  "padding_mask": _numpy(memory.padding_mask, np.bool_).reshape(batch, t, -1)}
+        if memory.fine is not None:
+            feeds["fine"] = _numpy(memory.fine, np.float32).reshape(batch, t, *memory.fine.shape[1:])
+            feeds["fine_ratio"] = _numpy(memory.fine_ratio, np.float32).reshape(batch, t, 2)
         outputs = pair.decoder.run(list(CLIP_OUTPUTS), feeds)
         return {name: torch.from_numpy(x) for name, x in zip(CLIP_OUTPUTS, outputs)}
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +23,9 @@ class FrameMemory:
         valid_ratios: (N, L, 2) unpadded fraction (x, y) of each level's map.
         padding_mask: (N, S) bool, True on padding tokens.
         shapes: the same level shapes as Python ints (no device read needed).
+        fine: (N, C, h, w) the stride-4 map of ``model.fine_refine``
+            (:mod:`pavenet.model.fine_refine`), else None.
+        fine_ratio: (N, 2) its unpadded fraction (x, y), else None.
     """
 
     memory: Tensor
@@ -30,19 +34,30 @@ class FrameMemory:
     valid_ratios: Tensor
     padding_mask: Tensor
     shapes: tuple[tuple[int, int], ...]
+    fine: Optional[Tensor] = None
+    fine_ratio: Optional[Tensor] = None
 
     def select(self, index: Tensor) -> "FrameMemory":
         """Frames ``index`` (1-D long tensor) in that order, e.g. to assemble clips from a cache."""
+        fine = None if self.fine is None else self.fine[index]
+        ratio = None if self.fine_ratio is None else self.fine_ratio[index]
         return FrameMemory(self.memory[index], self.spatial_shapes, self.level_start_index,
-                           self.valid_ratios[index], self.padding_mask[index], self.shapes)
+                           self.valid_ratios[index], self.padding_mask[index], self.shapes,
+                           fine, ratio)
 
     @staticmethod
     def cat(items: list["FrameMemory"]) -> "FrameMemory":
         """Concatenate per-frame memories along the frame axis (same level layout required)."""
         first = items[0]
+        fine = ratio = None
+        if first.fine is not None:
+            if any(m.fine is None for m in items):
+                raise ValueError("FrameMemory.cat: some memories have a fine map and some not")
+            fine = torch.cat([m.fine for m in items])
+            ratio = torch.cat([m.fine_ratio for m in items])
         return FrameMemory(torch.cat([m.memory for m in items]), first.spatial_shapes,
                            first.level_start_index, torch.cat([m.valid_ratios for m in items]),
-                           torch.cat([m.padding_mask for m in items]), first.shapes)
+                           torch.cat([m.padding_mask for m in items]), first.shapes, fine, ratio)
 
 
 def flatten_levels(maps: list[Tensor], masks: list[Tensor], pos: list[Tensor],
@@ -57,7 +72,7 @@ def flatten_levels(maps: list[Tensor], masks: list[Tensor], pos: list[Tensor],
     pos_flat = torch.cat([p.flatten(2).transpose(1, 2) + level_embed[i].view(1, 1, -1)
                           for i, p in enumerate(pos)], 1)
     mask_flat = torch.cat([m.flatten(1) for m in masks], 1)
-    valid_ratios = torch.stack([_valid_ratio(m) for m in masks], 1)
+    valid_ratios = torch.stack([valid_ratio(m) for m in masks], 1)
     device = tokens.device
     spatial_shapes = torch.tensor(shapes, dtype=torch.long, device=device)
     sizes = torch.tensor([h * w for h, w in shapes], dtype=torch.long, device=device)
@@ -66,7 +81,7 @@ def flatten_levels(maps: list[Tensor], masks: list[Tensor], pos: list[Tensor],
     return tokens, pos_flat, mask_flat, layout
 
 
-def _valid_ratio(mask: Tensor) -> Tensor:
+def valid_ratio(mask: Tensor) -> Tensor:
     """(N, H, W) padding mask -> (N, 2) unpadded fraction (x, y)."""
     _, h, w = mask.shape
     valid_h = (~mask[:, :, 0]).sum(1).to(torch.float32)

@@ -8,11 +8,13 @@ one softmax), an FFN, and a per-frame 2-D refinement in inverse-sigmoid space.
 from __future__ import annotations
 
 import copy
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
 from .encoder import FrameMemory
+from .fine_refine import FineRefine
 from .heads import MLP, FrameMLP, inverse_sigmoid
 from .pose_attention import FrameDeformAttn
 from .post_norm import PostNormLayer
@@ -96,13 +98,16 @@ class JointDecoder(nn.Module):
             the learned joint embedding only, as published).
         detach: detach the refined reference between layers (the incoming pose-decoder
             reference is always detached, as released).
+        fine: moves the last layer's keypoints with the memory's stride-4 map
+            (``model.fine_refine``), or None (published).
     """
 
     def __init__(self, layer: JointDecoderLayer, heads: JointHeads, d_model: int,
                  num_joints: int, num_layers: int, person_query: bool = True,
-                 detach: bool = True) -> None:
+                 detach: bool = True, fine: Optional[FineRefine] = None) -> None:
         super().__init__()
         self.detach = detach
+        self.fine = fine
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
         self.heads = nn.ModuleList(copy.deepcopy(heads) for _ in range(num_layers))
         self.joint_tgt = nn.Embedding(num_joints, d_model)
@@ -127,4 +132,10 @@ class JointDecoder(nn.Module):
             out = head(tgt, reference)
             outputs.append(out)
             reference = out["keypoints"].detach() if self.detach else out["keypoints"]
+        if self.fine is not None:
+            if memory.fine is None:
+                raise ValueError("the joint decoder's fine refinement needs the memory's fine map "
+                                 "(encode with the same model)")
+            outputs[-1]["keypoints"] = self.fine(memory.fine, memory.fine_ratio, tgt,
+                                                 outputs[-1]["keypoints"])
         return outputs

@@ -12,10 +12,11 @@ from .clip_outputs import PER_QUERY_KEYS, expand_proposals
 from .denoising import DenoisingQueries, attention_mask, make_denoising_queries
 from .encoder import FrameMemory
 from .heatmap import HeatmapHead
+from .fine_refine import FineRefine
 from .joint_decoder import JointDecoder, JointDecoderLayer, JointHeads
 from .joint_selection import MatchedQuerySelector
 from .pose_decoder import PoseDecoder
-from .spatial import SpatialParts, SpatialStage, build_pose_decoder, build_spatial_parts
+from .spatial import FINE_CHANNELS, SpatialParts, SpatialStage, build_pose_decoder, build_spatial_parts
 
 
 class PAVENet(SpatialStage):
@@ -209,7 +210,8 @@ def build_pavenet(cfg: ModelConfig, joint_selector: Optional[MatchedQuerySelecto
     return PAVENet(
         spatial, build_pose_decoder(cfg, levels, t),
         JointDecoder(joint_layer, joint_heads, d, cfg.num_joints, cfg.joint_dec_layers,
-                     person_query=cfg.joint_query == "person", detach=cfg.detach_references),
+                     person_query=cfg.joint_query == "person", detach=cfg.detach_references,
+                     fine=FineRefine(d, FINE_CHANNELS, cfg.fine_radius, d) if cfg.fine_refine else None),
         d_model=d, num_frames=t, num_kept=min(cfg.num_kept, cfg.num_queries), embed_dim=cfg.embed_dim,
         heatmap_head=HeatmapHead(d, cfg.num_joints) if cfg.heatmap_head else None,
         dn_groups=cfg.dn_groups, dn_noise=cfg.dn_noise, joint_selector=joint_selector)

@@ -13,13 +13,16 @@ parameter groups use these names.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig
 from .backbone import ChannelMapper, build_backbone
+from .swin import SWIN_VARIANTS
 from .encoder import EncoderLayer, FrameMemory, SpatialEncoder, flatten_levels
+from .fine_refine import FineMap
 from .heads import PoseHeads
 from .pose_decoder import PoseDecoder, PoseDecoderLayer, PosePosition
 from .position_encoding import PositionEmbeddingSine
@@ -37,6 +40,8 @@ class SpatialParts:
     num_levels: int
     #: train the backbone and encoder on every clip frame (False: on the key frame only)
     neighbour_grad: bool = True
+    #: the stride-4 map of ``model.fine_refine`` (the backbone then returns it first), or None
+    fine_map: Optional[FineMap] = None
 
 
 class SpatialStage(nn.Module):
@@ -57,16 +62,23 @@ class SpatialStage(nn.Module):
         self.num_frames, self.num_kept = num_frames, num_kept
         self.key_frame = num_frames // 2
         self.neighbour_grad = parts.neighbour_grad
+        self.fine_map = parts.fine_map
 
     def encode(self, images: Tensor, mask: Tensor) -> FrameMemory:
         """Backbone, channel mapper and spatial encoder of N independent frames.
 
         ``images`` (N, 3, H, W), ``mask`` (N, H, W) True on padding.
         """
-        maps, masks = self.mapper(self.backbone(images), mask)
+        features = self.backbone(images)
+        fine = None
+        if self.fine_map is not None:
+            fine, features = self.fine_map(features[0], mask), features[1:]
+        maps, masks = self.mapper(features, mask)
         pos = [self.position(m).to(x.dtype) for x, m in zip(maps, masks)]
         tokens, pos_flat, _, layout = flatten_levels(maps, masks, pos, self.level_embed)
         layout.memory = self.encoder(tokens, pos_flat, layout)
+        if fine is not None:
+            layout.fine, layout.fine_ratio = fine
         return layout
 
     def encode_clips(self, frames: Tensor, mask: Tensor) -> FrameMemory:
@@ -122,18 +134,38 @@ def _check_sizes(cfg: ModelConfig, channels: list[int]) -> int:
 def build_spatial_parts(cfg: ModelConfig) -> SpatialParts:
     """The spatial stage's modules for ``cfg`` (no weights are downloaded)."""
     bcfg = cfg.backbone
-    backbone = build_backbone(bcfg.name, bcfg.out_indices, bcfg.frozen_stages, bcfg.frozen_bn,
+    backbone = build_backbone(bcfg.name, _backbone_indices(cfg), bcfg.frozen_stages, bcfg.frozen_bn,
                               bcfg.pretrained_path)
-    levels = _check_sizes(cfg, backbone.channels)
+    channels = backbone.channels[1:] if cfg.fine_refine else backbone.channels
+    fine_map = FineMap(backbone.channels[0], FINE_CHANNELS) if cfg.fine_refine else None
+    levels = _check_sizes(cfg, channels)
     d = cfg.hidden_dim
-    mapper = ChannelMapper(backbone.channels, d, bcfg.extra_levels, masked=cfg.neck_norm == "masked")
+    mapper = ChannelMapper(channels, d, bcfg.extra_levels, masked=cfg.neck_norm == "masked")
     layer = EncoderLayer(d, cfg.num_heads, levels, cfg.enc_points, cfg.ffn_dim, cfg.dropout)
     if cfg.proposal_frames == "clip" and cfg.arch != "pavenet":
         raise ValueError("model.proposal_frames=clip is PAVE-Net's (model.arch=pavenet); VEPE proposes on every frame")
     query_init = QueryInit(d, cfg.num_queries, cfg.num_joints, cfg.proposal_hidden, cfg.proposal_margin,
                            neighbours=cfg.proposal_frames == "clip" and cfg.num_frames > 1)
     return SpatialParts(backbone, mapper, SpatialEncoder(layer, cfg.enc_layers), query_init, levels,
-                        cfg.neighbour_grad)
+                        cfg.neighbour_grad, fine_map)
+
+
+#: channels of the ``model.fine_refine`` map
+FINE_CHANNELS = 32
+
+
+def _backbone_indices(cfg: ModelConfig) -> list[int]:
+    """The backbone's out indices: the config's, with ``model.fine_refine`` the stage before
+    the first one (its stride-4 map for a stride-8 first level) in front."""
+    indices = list(cfg.backbone.out_indices)
+    if not cfg.fine_refine:
+        return indices
+    if cfg.arch != "pavenet":
+        raise ValueError("model.fine_refine refines PAVE-Net's joint decoder (model.arch=pavenet)")
+    if cfg.backbone.name in SWIN_VARIANTS or indices[0] < 1:
+        raise ValueError("model.fine_refine needs a timm backbone with a stage before "
+                         f"model.backbone.out_indices[0] (got {cfg.backbone.name}, {indices})")
+    return [indices[0] - 1, *indices]
 
 
 def pose_position(cfg: ModelConfig) -> PosePosition | None:
