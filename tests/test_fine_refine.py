@@ -149,8 +149,10 @@ def test_fine_refinement_errors():
         memory = model.encode_clips(frames, mask)
     with pytest.raises(ValueError, match="fine map"):
         model.decode(dataclasses.replace(memory, fine=None, fine_ratio=None), batch=1)
-    with pytest.raises(ValueError, match="some memories have a fine map"):
-        FrameMemory.cat([memory, dataclasses.replace(memory, fine=None, fine_ratio=None)])
+    plain = dataclasses.replace(memory, fine=None, fine_ratio=None)
+    for items in ([memory, plain], [plain, memory]):
+        with pytest.raises(ValueError, match="some memories have a fine map"):
+            FrameMemory.cat(items)
     with pytest.raises(ValueError, match="model.arch=pavenet"):
         build_model(dataclasses.replace(tiny_cfg(3, fine_refine=True), arch="vepe"))
     backbone = dataclasses.replace(tiny_cfg().backbone, out_indices=[0, 1, 2])

@@ -336,3 +336,15 @@ def test_the_estimator_takes_the_joint_threshold_from_the_post_processing(tmp_pa
         kwargs["tracker"] = tmp_path / "tracker.yaml"
     est = PoseEstimator.from_config(build_model(cfg.model), cfg, device="cpu", **kwargs)
     assert est.linker_cfg == dataclasses.replace(LinkerConfig(), score_threshold=0.35, joint_threshold=expected)
+
+
+@pytest.mark.parametrize("mode, expected", [("official", 0.0), ("nms_free", 0.1)])
+def test_an_estimator_built_directly_takes_the_joint_threshold_of_its_post_processor(mode, expected):
+    from pavenet.config import load_config
+    from pavenet.infer.estimator import PoseEstimator
+    from pavenet.model import build_model
+    from pavenet.model.postprocess import PostProcessor
+
+    model = build_model(load_config("configs/pavenet_tiny.yaml").model)
+    est = PoseEstimator(model, PostProcessor(mode=mode), 64, 64, device="cpu")
+    assert est.linker_cfg == LinkerConfig(joint_threshold=expected)

@@ -41,15 +41,15 @@ CLIP_OUTPUTS = ("logits", "keypoints", "visibility", "sigma", "embedding", "kept
 MEMORY_OUTPUTS = ("memory", "valid_ratios", "padding_mask")
 #: Further outputs of the encoder graph of a model with ``model.fine_refine``.
 FINE_OUTPUTS = ("fine", "fine_ratio")
+#: Opset used unless asked otherwise (the exporter's supported range starts at 18).
+DEFAULT_OPSET = 18
+META_PREFIX = "pavenet."
 
 
 def memory_outputs(model: nn.Module) -> tuple[str, ...]:
     """The encoder graph's outputs (the decoder graph's inputs) for ``model``."""
     fine = getattr(model, "fine_map", None) is not None
     return MEMORY_OUTPUTS + FINE_OUTPUTS if fine else MEMORY_OUTPUTS
-#: Opset used unless asked otherwise (the exporter's supported range starts at 18).
-DEFAULT_OPSET = 18
-META_PREFIX = "pavenet."
 
 
 class ClipGraph(nn.Module):

@@ -58,7 +58,10 @@ class PoseEstimator:
             self.model = CompiledNetwork(self.model, compile)
         self.postprocessor = postprocessor
         self.short_side, self.max_size, self.resize = short_side, max_size, resize
-        self.linker_cfg = linker or LinkerConfig()
+        if linker is None:  # the post-processing's joint threshold (postprocess_defaults)
+            mode = getattr(postprocessor, "mode", "nms_free")
+            linker = LinkerConfig(**postprocess_defaults(mode, LinkerConfig.score_threshold))
+        self.linker_cfg = linker
         self.smoothing = smoothing
         self.cache, self.amp, self.stride = cache, amp, stride
         self.num_frames = int(model.num_frames)

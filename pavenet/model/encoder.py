@@ -50,9 +50,10 @@ class FrameMemory:
         """Concatenate per-frame memories along the frame axis (same level layout required)."""
         first = items[0]
         fine = ratio = None
-        if first.fine is not None:
-            if any(m.fine is None for m in items):
-                raise ValueError("FrameMemory.cat: some memories have a fine map and some not")
+        has_fine = [m.fine is not None for m in items]
+        if any(has_fine) and not all(has_fine):
+            raise ValueError("FrameMemory.cat: some memories have a fine map and some not")
+        if all(has_fine):
             fine = torch.cat([m.fine for m in items])
             ratio = torch.cat([m.fine_ratio for m in items])
         return FrameMemory(torch.cat([m.memory for m in items]), first.spatial_shapes,
