@@ -20,6 +20,9 @@ from .backbone import MaskedGroupNorm
 from .encoder import valid_ratio
 from .heads import MLP, inverse_sigmoid
 
+#: channels of the fine map (:class:`FineMap`) that PAVE-Net builds with ``model.fine_refine``
+FINE_CHANNELS = 32
+
 
 class FineMap(nn.Module):
     """1x1 conv + padding-invariant GroupNorm of a backbone map, zero on padding."""

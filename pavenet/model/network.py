@@ -12,11 +12,11 @@ from .clip_outputs import PER_QUERY_KEYS, expand_proposals
 from .denoising import DenoisingQueries, attention_mask, make_denoising_queries
 from .encoder import FrameMemory
 from .heatmap import HeatmapHead
-from .fine_refine import FineRefine
+from .fine_refine import FINE_CHANNELS, FineRefine
 from .joint_decoder import JointDecoder, JointDecoderLayer, JointHeads
 from .joint_selection import MatchedQuerySelector
 from .pose_decoder import PoseDecoder
-from .spatial import FINE_CHANNELS, SpatialParts, SpatialStage, build_pose_decoder, build_spatial_parts
+from .spatial import SpatialParts, SpatialStage, build_pose_decoder, build_spatial_parts
 
 
 class PAVENet(SpatialStage):

@@ -22,7 +22,7 @@ from ..config import ModelConfig
 from .backbone import ChannelMapper, build_backbone
 from .swin import SWIN_VARIANTS
 from .encoder import EncoderLayer, FrameMemory, SpatialEncoder, flatten_levels
-from .fine_refine import FineMap
+from .fine_refine import FINE_CHANNELS, FineMap
 from .heads import PoseHeads
 from .pose_decoder import PoseDecoder, PoseDecoderLayer, PosePosition
 from .position_encoding import PositionEmbeddingSine
@@ -134,6 +134,8 @@ def _check_sizes(cfg: ModelConfig, channels: list[int]) -> int:
 def build_spatial_parts(cfg: ModelConfig) -> SpatialParts:
     """The spatial stage's modules for ``cfg`` (no weights are downloaded)."""
     bcfg = cfg.backbone
+    if cfg.fine_refine and cfg.arch != "pavenet":
+        raise ValueError("model.fine_refine refines PAVE-Net's joint decoder (model.arch=pavenet)")
     backbone = build_backbone(bcfg.name, _backbone_indices(cfg), bcfg.frozen_stages, bcfg.frozen_bn,
                               bcfg.pretrained_path)
     channels = backbone.channels[1:] if cfg.fine_refine else backbone.channels
@@ -150,18 +152,12 @@ def build_spatial_parts(cfg: ModelConfig) -> SpatialParts:
                         cfg.neighbour_grad, fine_map)
 
 
-#: channels of the ``model.fine_refine`` map
-FINE_CHANNELS = 32
-
-
 def _backbone_indices(cfg: ModelConfig) -> list[int]:
     """The backbone's out indices: the config's, with ``model.fine_refine`` the stage before
     the first one (its stride-4 map for a stride-8 first level) in front."""
     indices = list(cfg.backbone.out_indices)
     if not cfg.fine_refine:
         return indices
-    if cfg.arch != "pavenet":
-        raise ValueError("model.fine_refine refines PAVE-Net's joint decoder (model.arch=pavenet)")
     if cfg.backbone.name in SWIN_VARIANTS or indices[0] < 1:
         raise ValueError("model.fine_refine needs a timm backbone with a stage before "
                          f"model.backbone.out_indices[0] (got {cfg.backbone.name}, {indices})")
