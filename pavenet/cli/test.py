@@ -27,7 +27,22 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="on a temporal synthetic split (`pavenet synth --difficulty temporal`): also the AP on "
                         "degraded and clean key frames and the share of attention on the neighbouring frames "
                         "(temporal_report.json)")
+    p.add_argument("--layer-report", action="store_true",
+                   help="also how far each stage (proposal, pose-decoder and joint-decoder layers) puts the joints "
+                        "from the ground truth, in PCKh radii, on the labelled key frames (layer_report.json; "
+                        "PAVE-Net models)")
     return p
+
+
+def _write_layer_report(est, cfg, split: str, out: Path) -> None:
+    """``--layer-report``: print and write where each stage of the network puts the joints."""
+    from pavenet.engine.layer_report import format_layers, layer_report
+    from pavenet.runtime.files import atomic_write_json
+
+    report = layer_report(est, cfg, split, progress=True)
+    print("joints of each stage within the PCKh radius:\n" + format_layers(report))
+    atomic_write_json(out / "layer_report.json", report)
+    print(f"layer report in {out / 'layer_report.json'}")
 
 
 def _write_results(est, cfg, split: str, out: Path, result: dict, subsets: dict | None) -> None:
@@ -108,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from pavenet.cli import apply_threads
     from pavenet.config import load_config
     from pavenet.engine.evaluate import evaluate_split
+    from pavenet.errors import PavenetError
     from pavenet.eval.frame_subsets import temporal_subsets
     from pavenet.infer.estimator import PoseEstimator
     from pavenet.model import build
@@ -120,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
     split = args.split or cfg.data.val_split
     # read (and refused when not a temporal split) before predicting
     subsets = temporal_subsets(Path(cfg.data.root) / "annotations" / split) if args.temporal_report else None
+    if args.layer_report and cfg.model.arch != "pavenet":
+        raise PavenetError(f"pavenet test --layer-report follows PAVE-Net's stages; this config has model.arch "
+                           f"{cfg.model.arch!r}")
     info = init_distributed(args.device)
     try:
         out = _shared_out(args, split, info.is_main)
@@ -132,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
             result = evaluate_split(est, cfg, split, out / "predictions", batch_size=args.batch_size)
         if result is not None:
             _write_results(est, cfg, split, out, result, subsets)
+            if args.layer_report:
+                _write_layer_report(est, cfg, split, out)
         return 0
     finally:
         cleanup()

@@ -12,15 +12,16 @@ Folder layouts under ``cfg.root``:
 from __future__ import annotations
 
 from functools import partial
+from typing import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pavenet.config import DataConfig
-from pavenet.data.clips import ClipDataset, DataError
+from pavenet.data.clips import ClipDataset, DataError, clip_indices, load_image
 from pavenet.data.coco import CocoPseudoVideo
-from pavenet.data.posetrack import Sequence, load_directory, load_sequences_from_file
+from pavenet.data.posetrack import Frame, Sequence, load_directory, load_sequences_from_file
 from pavenet.data.posetrack17 import load_posetrack17
 from pavenet.data.transforms import ClipParams, sample_params
 
@@ -49,6 +50,22 @@ def load_split(cfg: DataConfig, split: str) -> list[Sequence]:
     if merged.is_file():
         return load_sequences_from_file(merged, root)
     raise DataError(f"{root}: neither {folder} nor {merged} exists (dataset '{cfg.dataset}', split '{split}')")
+
+
+def labelled_key_clips(cfg: DataConfig, split: str, num_frames: int,
+                       max_clips: int = 0) -> Iterator[tuple[Frame, list[np.ndarray]]]:
+    """(key frame, its clip's frames as RGB arrays) for every labelled frame of ``split`` that has
+    people (the first ``max_clips`` when > 0), clips as the test-time reader builds them."""
+    count = 0
+    for seq in load_split(cfg, split):
+        for key, frame in enumerate(seq.frames):
+            if not frame.is_labeled or not frame.persons:
+                continue
+            idx = clip_indices(key, len(seq.frames), num_frames, cfg.frame_stride)
+            yield frame, [np.asarray(load_image(seq.frames[i])) for i in idx]
+            count += 1
+            if max_clips and count >= max_clips:
+                return
 
 
 def build_dataset(cfg: DataConfig, split: str, num_frames: int, train: bool) -> torch.utils.data.Dataset:

@@ -16,26 +16,11 @@ import numpy as np
 import torch
 
 from pavenet.config import Config
-from pavenet.data.build import load_split
-from pavenet.data.clips import clip_indices, load_image
+from pavenet.data.build import labelled_key_clips
 from pavenet.eval.frame_subsets import degradation_subsets
 from pavenet.infer.estimator import PoseEstimator
 from pavenet.model.attention_probe import FrameAttentionProbe
 from pavenet.runtime.progress import progress_bar
-
-
-def _clips(cfg: Config, split: str, max_clips: int):
-    """(key-frame image id, clip frames as RGB arrays) for the labelled key frames of ``split``."""
-    count = 0
-    for seq in load_split(cfg.data, split):
-        for key, frame in enumerate(seq.frames):
-            if not frame.is_labeled or not frame.persons:
-                continue
-            idx = clip_indices(key, len(seq.frames), cfg.model.num_frames, cfg.data.frame_stride)
-            yield frame.image_id, [np.asarray(load_image(seq.frames[i])) for i in idx]
-            count += 1
-            if max_clips and count >= max_clips:
-                return
 
 
 def _neighbour_share(probe: FrameAttentionProbe, kept: torch.Tensor, num_queries: int,
@@ -61,14 +46,14 @@ def attention_to_neighbours(est: PoseEstimator, cfg: Config, split: str = "val",
         subsets = degradation_subsets(Path(cfg.data.root) / "annotations" / split)
     sums: dict[str, dict[str, list[float]]] = {"degraded": {}, "clean": {}}
     model, key = est.model, cfg.model.num_frames // 2
-    clips = progress_bar(_clips(cfg, split, max_clips), desc="attention", unit="clip", disable=not progress,
-                         leave=False)
-    for image_id, frames in clips:
+    clips = progress_bar(labelled_key_clips(cfg.data, split, cfg.model.num_frames, max_clips),
+                         desc="attention", unit="clip", disable=not progress, leave=False)
+    for frame, frames in clips:
         images = est.preprocess(frames)[None]
         mask = torch.zeros(1, *images.shape[-2:], dtype=torch.bool, device=images.device)
         with torch.no_grad(), FrameAttentionProbe(model) as probe:
             outputs = model(images, mask)
-        group = "degraded" if image_id in subsets["degraded"] else "clean"
+        group = "degraded" if frame.image_id in subsets["degraded"] else "clean"
         kept = outputs["kept_index"][0].cpu()
         for name, value in _neighbour_share(probe, kept, cfg.model.num_queries, key).items():
             sums[group].setdefault(name, []).append(value)
