@@ -12,8 +12,8 @@ Folder layouts under ``cfg.root``:
 from __future__ import annotations
 
 from functools import partial
-from typing import Iterator
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
