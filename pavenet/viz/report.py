@@ -127,7 +127,7 @@ def _summary_lines(results: dict[str, dict]) -> list[str]:
 
 
 #: training steps per minute of budget below which the demo's model is too undertrained to show
-#: much (quiet 2-core CPUs trained 42-115 per minute of budget, measured 2026-12-01 to 12-07)
+#: much (quiet 2-core CPUs trained 42-123 per minute of budget, measured 2026-12-01 to 12-07)
 MIN_STEPS_PER_MINUTE = 30
 
 
@@ -137,7 +137,7 @@ def undertrained_lines(steps: int, minutes: float) -> list[str]:
     if steps >= MIN_STEPS_PER_MINUTE * minutes:
         return []
     return [f"**Warning:** only {steps} training steps in {minutes:.3g} minutes (a quiet 2-core CPU trains "
-            f"40-115 per minute): the machine was busy or slow, and the model is too undertrained to "
+            f"40-125 per minute): the machine was busy or slow, and the model is too undertrained to "
             "judge pavenet by; run the demo again on a quieter machine or with more `--minutes`.", ""]
 
 
