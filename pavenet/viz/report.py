@@ -137,7 +137,7 @@ def undertrained_lines(steps: int, minutes: float) -> list[str]:
     if steps >= MIN_STEPS_PER_MINUTE * minutes:
         return []
     return [f"**Warning:** only {steps} training steps in {minutes:.3g} minutes (a quiet 2-core CPU trains "
-            f"40-125 per minute): the machine was busy or slow, and the model is too undertrained to "
+            "40-125 per minute): the machine was busy or slow, and the model is too undertrained to "
             "judge pavenet by; run the demo again on a quieter machine or with more `--minutes`.", ""]
 
 
