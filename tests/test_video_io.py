@@ -174,6 +174,31 @@ def test_resolve_folder_of_videos_globs_and_bad_inputs(tmp_path, video):
     assert "*.avi: the pattern matches nothing" in messages[2]
 
 
+def test_folder_of_sequence_folders_gives_one_source_per_sequence(tmp_path, video):
+    """A PoseTrack-style ``images/val``: each frame folder and each video one level down is a
+    source, in natural order; files at the top level win over sub-folders."""
+    root = tmp_path / "val"
+    root.mkdir()
+    _save_frames(root / "seq10", _frames(2))
+    _save_frames(root / "seq2", _frames(3))
+    (root / "clips").mkdir()
+    (root / "clips" / "c1.mp4").write_bytes(video.read_bytes())
+    (root / "nothing").mkdir()
+    (root / "notes.txt").write_text("not a frame")
+    assert resolve_input(str(root)) == [VideoSource(root / "clips" / "c1.mp4", "video"),
+                                        VideoSource(root / "seq2", "frames"), VideoSource(root / "seq10", "frames")]
+    with FrameStream(resolve_input(str(root))[1]) as stream:
+        assert len(list(stream)) == 3
+    _save_frames(root / "top", _frames(1))
+    Image.fromarray(_frames(1)[0]).save(root / "frame0.png")
+    assert resolve_input(str(root)) == [VideoSource(root, "frames")]
+    deep = tmp_path / "deep"
+    (deep / "a").mkdir(parents=True)
+    _save_frames(deep / "a" / "b", _frames(1))
+    with pytest.raises(VideoInputError, match="deep: folder contains no images .* no sub-folders"):
+        resolve_input(str(deep))
+
+
 def test_reader_thread_never_holds_more_than_queue_size_frames(video):
     queue_size = 3
     stream = FrameStream(VideoSource(video, "video"), queue_size=queue_size)

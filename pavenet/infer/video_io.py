@@ -3,7 +3,8 @@
 A *source* is one video file, one folder of frames, one image (a video of one frame) or a live
 source (a webcam or a stream URL, :mod:`pavenet.infer.live_source`).
 :func:`resolve_input` turns one command line input (a video file, an image, a folder of frames,
-a folder of videos, a glob, a webcam index or a stream URL) into sources.
+a folder of videos, a folder of such folders, a glob, a webcam index or a stream URL) into
+sources.
 :class:`FrameStream` decodes a source in a background thread (PyAV for videos and live sources,
 Pillow for frame folders) into a bounded queue, so memory does not depend on the length of the
 video, and gives each frame its time in seconds since the first frame.
@@ -77,24 +78,42 @@ def folder_files(folder: Path, suffixes: frozenset[str]) -> list[Path]:
     return sorted(files, key=_natural_key)
 
 
+def _folder_sources(folder: Path) -> list[VideoSource]:
+    """The folder as one folder of frames, or its videos; empty when it holds neither."""
+    if folder_files(folder, IMAGE_SUFFIXES):
+        return [VideoSource(folder, "frames")]
+    return [VideoSource(v, "video") for v in folder_files(folder, VIDEO_SUFFIXES)]
+
+
+def _resolve_folder(folder: Path, spec: str) -> list[VideoSource]:
+    """A folder of frames, a folder of videos, or a folder of such folders (one level down, as
+    PoseTrack's ``images/val``): each frame folder and each video is its own source."""
+    sources = _folder_sources(folder)
+    if sources:
+        return sources
+    subfolders = sorted((p for p in folder.iterdir() if p.is_dir()), key=_natural_key)
+    for sub in subfolders:
+        sources.extend(_folder_sources(sub))
+    if sources:
+        return sources
+    raise VideoInputError(
+        f"{spec}: folder contains no images ({', '.join(sorted(IMAGE_SUFFIXES))}), no videos and "
+        "no sub-folders of images or videos"
+    )
+
+
 def _resolve_path(path: Path, spec: str) -> list[VideoSource]:
     if path.is_file():
         return [VideoSource(path, "image" if path.suffix.lower() in IMAGE_SUFFIXES else "video")]
     if path.is_dir():
-        if folder_files(path, IMAGE_SUFFIXES):
-            return [VideoSource(path, "frames")]
-        videos = folder_files(path, VIDEO_SUFFIXES)
-        if videos:
-            return [VideoSource(v, "video") for v in videos]
-        raise VideoInputError(
-            f"{spec}: folder contains no images ({', '.join(sorted(IMAGE_SUFFIXES))}) and no videos"
-        )
+        return _resolve_folder(path, spec)
     raise VideoInputError(f"{spec}: no such file or folder")
 
 
 def resolve_input(spec: str) -> list[VideoSource]:
     """Sources of one input: a video file, an image, a folder of frames, a folder of videos, a
-    glob (each image it matches is its own one-frame source), a webcam index or a stream URL."""
+    folder of frame folders or video folders (one level down), a glob (each image it matches is
+    its own one-frame source), a webcam index or a stream URL."""
     try:
         live = live_spec(spec, os.path.exists(spec))
     except ValueError as exc:
