@@ -82,6 +82,41 @@ def _half_found(root, degraded: bool = True, marks=None, found=(0, 1, 2)):
     return images, *write_sequence(root, "000001_mpii_test", images, gt, pred)
 
 
+def test_key_frame_memory_repeats_each_clips_key_frame() -> None:
+    from pavenet.model.encoder import FrameMemory
+    from pavenet.model.key_frame_only import key_frame_memory
+
+    rows = torch.arange(6.0)[:, None, None].expand(6, 4, 2)  # frame i's memory holds i
+    memory = FrameMemory(rows, torch.tensor([[2, 2]]), torch.tensor([0]), torch.ones(6, 1, 2),
+                         torch.zeros(6, 4, dtype=torch.bool), ((2, 2),))
+    got = key_frame_memory(memory, batch=2, num_frames=3, key_frame=1)
+    assert got.memory[:, 0, 0].tolist() == [1, 1, 1, 4, 4, 4]
+
+
+def test_key_frame_only_decodes_the_key_frame_repeated(tiny) -> None:
+    """Under KeyFrameOnly the clip (a, b, c) gives the outputs of (b, b, b) without it, and other
+    outputs than (a, b, c) for a network whose neighbours matter; the class method is back after."""
+    from pavenet.model.key_frame_only import KeyFrameOnly
+
+    model = copy.deepcopy(tiny)
+    with torch.no_grad():  # attention no longer uniform, decoders no longer at their zero start
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn(param.shape, generator=torch.Generator().manual_seed(param.numel())))
+    frames = torch.randn(2, 3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(2, 64, 64, dtype=torch.bool)
+    repeated = frames[:, 1:2].expand_as(frames).contiguous()
+    with torch.no_grad():
+        normal, want = model(frames, mask), model(repeated, mask)
+        with KeyFrameOnly(model):
+            got = model(frames, mask)
+    for key in ("logits", "keypoints"):
+        torch.testing.assert_close(got[key], want[key])
+        assert not torch.allclose(got[key], normal[key])
+    assert "decode" not in vars(model)
+    with pytest.raises(TypeError, match="KeyFrameOnly needs a clip network"):
+        KeyFrameOnly(torch.nn.Linear(2, 2))
+
+
 def test_ap_of_frame_subsets_against_the_full_evaluation(tmp_path) -> None:
     """Perfect predictions on frames 0-2, none on frames 3-4: AP 100 on the first subset, 0 on
     the second; the union's AP equals the full evaluation's."""
@@ -172,7 +207,7 @@ def test_test_command_writes_the_temporal_report(tmp_path, tiny, capsys) -> None
     from pavenet.infer.estimator import PoseEstimator
     from pavenet.runtime.checkpoint import save_checkpoint
 
-    sets = [*SMALL, "data.test_short_side=64", "data.test_max_size=64"]
+    sets = [*SMALL, "data.test_short_side=64", "data.test_max_size=64", "postprocess.score_threshold=0"]
     cfg = load_config("synthetic_tiny", [*sets, f"data.root={tmp_path / 'data'}"])
     model = copy.deepcopy(tiny)
     with torch.no_grad():  # attention no longer uniform over the frames
@@ -191,7 +226,13 @@ def test_test_command_writes_the_temporal_report(tmp_path, tiny, capsys) -> None
     assert set(report["attention_on_neighbours"]) == {"degraded", "clean"}
     for group, shares in report["attention_on_neighbours"].items():
         assert shares == pytest.approx(want[group]) and shares != pytest.approx(dict.fromkeys(shares, 2 / 3))
-    assert "on neighbours: degraded" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "on neighbours: degraded" in printed and "decoded from its key frame alone" in printed
+    alone = out / "predictions_key_frame_only"
+    assert report["ap_key_frame_only"] == json.loads(json.dumps(ap_by_degradation(gt_dir, alone)))
+    assert sorted(p.name for p in alone.iterdir()) == sorted(p.name for p in (out / "predictions").iterdir())
+    people = json.loads(next((out / "predictions").iterdir()).read_text())["annotations"]
+    assert people and any((alone / p.name).read_text() != p.read_text() for p in (out / "predictions").iterdir())
     write_dataset(tmp_path / "plain", videos=0, val_videos=1, frames=4, size=(64, 64), seed=3)
     assert main([*common, f"data.root={tmp_path / 'plain'}", "--out", str(tmp_path / "plain_test")]) == 2
     assert "no frame is marked with a degradation" in capsys.readouterr().err

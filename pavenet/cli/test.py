@@ -25,8 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_batch_size_argument(p, 1, "windows per forward pass")
     p.add_argument("--temporal-report", action="store_true",
                    help="on a temporal synthetic split (`pavenet synth --difficulty temporal`): also the AP on "
-                        "degraded and clean key frames and the share of attention on the neighbouring frames "
-                        "(temporal_report.json)")
+                        "degraded and clean key frames, the share of attention on the neighbouring frames and the AP "
+                        "with every clip decoded from its key frame alone (temporal_report.json)")
     p.add_argument("--layer-report", action="store_true",
                    help="also how far each stage (proposal, pose-decoder and joint-decoder layers) puts the joints "
                         "from the ground truth, in PCKh radii, on the labelled key frames (layer_report.json; "
@@ -45,11 +45,12 @@ def _write_layer_report(est, cfg, split: str, out: Path) -> None:
     print(f"layer report in {out / 'layer_report.json'}")
 
 
-def _write_results(est, cfg, split: str, out: Path, result: dict, subsets: dict | None) -> None:
+def _write_results(est, cfg, split: str, out: Path, result: dict, subsets: dict | None,
+                   batch_size: int = 1) -> None:
     """Print and write the metrics; given the degraded / clean key frames ``subsets``
     (``--temporal-report``) also the AP on each and, for T > 1, the attention on the
-    neighbouring frames."""
-    from pavenet.engine.temporal_report import attention_to_neighbours, format_attention
+    neighbouring frames and the AP with every clip decoded from its key frame alone."""
+    from pavenet.engine.temporal_report import ap_key_frame_only, attention_to_neighbours, format_attention
     from pavenet.eval.frame_subsets import ap_by_degradation, format_subsets
     from pavenet.eval.posetrack import format_table
     from pavenet.runtime.files import atomic_write_json
@@ -65,6 +66,10 @@ def _write_results(est, cfg, split: str, out: Path, result: dict, subsets: dict 
     if cfg.model.num_frames > 1:
         report["attention_on_neighbours"] = attention_to_neighbours(est, cfg, split, subsets, progress=True)
         print(format_attention(report["attention_on_neighbours"]))
+        report["ap_key_frame_only"] = ap_key_frame_only(est, cfg, split, out / "predictions_key_frame_only",
+                                                        subsets, batch_size, progress=True)
+        print("AP with every clip decoded from its key frame alone (the neighbours replaced by it):\n"
+              + format_subsets(report["ap_key_frame_only"]))
     atomic_write_json(out / "temporal_report.json", report)
     print(f"temporal report in {out / 'temporal_report.json'}")
 
@@ -150,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             result = evaluate_split(est, cfg, split, out / "predictions", batch_size=args.batch_size)
         if result is not None:
-            _write_results(est, cfg, split, out, result, subsets)
+            _write_results(est, cfg, split, out, result, subsets, args.batch_size)
             if args.layer_report:
                 _write_layer_report(est, cfg, split, out)
         return 0

@@ -6,7 +6,9 @@ network keeps (``kept_index``) the share of attention on the non-key frames is a
 attention layer, separately for degraded and clean key frames (the temporal synthetic split
 marks its degraded frames). :func:`format_attention` prints it as a table;
 :func:`pavenet.eval.frame_subsets.ap_by_degradation` gives the per-joint AP on the same two
-groups of frames from a prediction folder (``pavenet test --temporal-report`` runs both).
+groups of frames from a prediction folder, and :func:`ap_key_frame_only` that AP when every clip
+is decoded from its key frame alone (``pavenet test --temporal-report`` runs all three): a
+model that uses its neighbours loses AP without them.
 """
 from __future__ import annotations
 
@@ -16,10 +18,12 @@ import numpy as np
 import torch
 
 from pavenet.config import Config
-from pavenet.data.build import labelled_key_clips
-from pavenet.eval.frame_subsets import degradation_subsets
+from pavenet.data.build import labelled_key_clips, load_split
+from pavenet.engine.evaluate import predict_split
+from pavenet.eval.frame_subsets import ap_by_degradation, degradation_subsets
 from pavenet.infer.estimator import PoseEstimator
 from pavenet.model.attention_probe import FrameAttentionProbe
+from pavenet.model.key_frame_only import KeyFrameOnly
 from pavenet.runtime.progress import progress_bar
 
 
@@ -58,6 +62,17 @@ def attention_to_neighbours(est: PoseEstimator, cfg: Config, split: str = "val",
         for name, value in _neighbour_share(probe, kept, cfg.model.num_queries, key).items():
             sums[group].setdefault(name, []).append(value)
     return {group: {name: float(np.mean(v)) for name, v in layers.items()} for group, layers in sums.items()}
+
+
+def ap_key_frame_only(est: PoseEstimator, cfg: Config, split: str, pred_dir: Path,
+                      subsets: dict[str, set[int]] | None = None, batch_size: int = 1,
+                      progress: bool = False) -> dict[str, dict]:
+    """:func:`ap_by_degradation` of ``split`` predicted (into ``pred_dir``) with every clip
+    decoded from its key frame alone (:class:`KeyFrameOnly`): the neighbours' contribution is the
+    AP the model loses this way."""
+    with KeyFrameOnly(est.model):
+        predict_split(est, load_split(cfg.data, split), pred_dir, batch_size, progress=progress)
+    return ap_by_degradation(Path(cfg.data.root) / "annotations" / split, pred_dir, subsets)
 
 
 def format_attention(report: dict[str, dict[str, float]]) -> str:
