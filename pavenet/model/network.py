@@ -54,12 +54,15 @@ class PAVENet(SpatialStage):
 
     ``training_only``: prefixes of the parameters used only in training (checkpoints may lack
     them or have them without the model having them; :mod:`pavenet.runtime.weights`).
+    ``zero_start``: prefixes of additions that start at zero (the proposals' mixing of the other
+    frames), which a checkpoint may lack.
 
     The key frame is index T // 2. ``encode`` and ``decode`` split the work so that video
     inference can encode each frame once and decode many overlapping clips.
     """
 
     training_only = ("dn_tgt", "dn_pos", "heatmap_head.")
+    zero_start = ("query_init.neighbour_mix.",)
 
     def __init__(self, spatial: SpatialParts, pose_decoder: PoseDecoder, joint_decoder: JointDecoder,
                  d_model: int, num_frames: int, num_kept: int, embed_dim: int,

@@ -5,8 +5,12 @@ frame). When a checkpoint was trained with another T (e.g. the image model, T=1,
 initialise the video model), every frame slice of the new model starts from the checkpoint's
 key-frame slice. Parameters that only serve training (a model's ``training_only`` key
 prefixes: denoising embeddings, the auxiliary heatmap head) may be on one side only, so a model
-with or without them loads a checkpoint trained without or with them. Anything else that does
-not fit raises :class:`CheckpointError` listing every mismatched key.
+with or without them loads a checkpoint trained without or with them. Additions that start at
+zero (a model's ``zero_start`` prefixes: the mixing layer of the proposals from the whole clip)
+may be missing from a checkpoint: the model keeps its zero start, which computes what the
+checkpoint's network computed (e.g. a T=1 or published-proposal checkpoint initialising a model
+with clip proposals). Anything else that does not fit raises :class:`CheckpointError` listing
+every mismatched key.
 """
 from __future__ import annotations
 
@@ -56,7 +60,8 @@ def fit_state_dict(
     """
     own = model.state_dict()
     optional = tuple(getattr(model, "training_only", ()))
-    missing = sorted(k for k in set(own) - set(state) if not k.startswith(optional))
+    zero_start = optional + tuple(getattr(model, "zero_start", ()))
+    missing = sorted(k for k in set(own) - set(state) if not k.startswith(zero_start))
     unexpected = sorted(k for k in set(state) - set(own) if not k.startswith(optional))
     out, bad = {}, []
     for k in sorted(set(own) & set(state)):
