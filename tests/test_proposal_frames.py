@@ -131,3 +131,38 @@ def test_one_frame_and_vepe():
     cfg = dataclasses.replace(tiny_cfg(3, proposal_frames="clip"), arch="vepe")
     with pytest.raises(ValueError, match="proposal_frames"):
         build_model(cfg)
+
+
+def test_the_synthetic_configs_propose_from_the_clip_and_published_ones_from_the_key_frame():
+    """The demo's temporal model draws its proposals from the whole clip (with the published
+    key-frame proposals its T=3 checkpoints ignored their neighbours, docs/results.md,
+    2026-12-08); the published configs and VEPE's keep the published proposals."""
+    from pavenet.config import load_config
+
+    assert load_config("synthetic_tiny").model.proposal_frames == "clip"
+    for name in ("pavenet_r50", "posetrack18_r50", "vepe_tiny", "vepe_tiny_stdme"):
+        assert load_config(name).model.proposal_frames == "key", name
+
+
+def test_a_checkpoint_without_the_mixing_layer_initialises_clip_proposals():
+    """A T=1 checkpoint (no neighbours, no mixing layer) loads strictly into a T=3 model with
+    clip proposals, whose mixing layer keeps its zero start: the same outputs as the published
+    T=3 model initialised from that checkpoint. Other missing keys still raise."""
+    from pavenet.runtime.checkpoint import CheckpointError
+    from pavenet.runtime.weights import fit_state_dict
+
+    torch.manual_seed(0)
+    image = make_model(1, proposal_frames="clip")
+    state = image.state_dict()
+    clip, published = make_model(3, proposal_frames="clip"), make_model(3)
+    for model in (clip, published):
+        model.load_state_dict(fit_state_dict(model, state, 1, 3), strict=False)
+    assert all("neighbour_mix" not in k for k in fit_state_dict(clip, state, 1, 3))
+    frames, mask = padded_batch(2, 3)
+    with torch.no_grad():
+        got, want = clip.eval()(frames, mask), published.eval()(frames, mask)
+    torch.testing.assert_close(got["keypoints"], want["keypoints"])
+    torch.testing.assert_close(got["enc_outputs"]["logits"], want["enc_outputs"]["logits"])
+    del state["query_init.cls.bias"]
+    with pytest.raises(CheckpointError, match="missing in checkpoint  query_init.cls.bias"):
+        fit_state_dict(clip, state, 1, 3)
