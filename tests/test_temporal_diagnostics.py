@@ -38,6 +38,16 @@ def _run(model) -> FrameAttentionProbe:
     return probe
 
 
+def _perturbed(model):
+    """A copy of ``model`` with every parameter moved by seeded noise: the attention no longer
+    uniform over the frames, the decoders no longer at their zero start."""
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn(param.shape, generator=torch.Generator().manual_seed(param.numel())))
+    return model
+
+
 def test_fresh_attention_is_uniform_over_frames(tiny) -> None:
     probe = _run(tiny)
     names = [n for n, m in tiny.named_modules() if isinstance(m, FrameDeformAttn)]
@@ -98,10 +108,7 @@ def test_key_frame_only_decodes_the_key_frame_repeated(tiny) -> None:
     outputs than (a, b, c) for a network whose neighbours matter; the class method is back after."""
     from pavenet.model.key_frame_only import KeyFrameOnly
 
-    model = copy.deepcopy(tiny)
-    with torch.no_grad():  # attention no longer uniform, decoders no longer at their zero start
-        for param in model.parameters():
-            param.add_(0.05 * torch.randn(param.shape, generator=torch.Generator().manual_seed(param.numel())))
+    model = _perturbed(tiny)
     frames = torch.randn(2, 3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     mask = torch.zeros(2, 64, 64, dtype=torch.bool)
     repeated = frames[:, 1:2].expand_as(frames).contiguous()
@@ -209,10 +216,7 @@ def test_test_command_writes_the_temporal_report(tmp_path, tiny, capsys) -> None
 
     sets = [*SMALL, "data.test_short_side=64", "data.test_max_size=64", "postprocess.score_threshold=0"]
     cfg = load_config("synthetic_tiny", [*sets, f"data.root={tmp_path / 'data'}"])
-    model = copy.deepcopy(tiny)
-    with torch.no_grad():  # attention no longer uniform over the frames
-        for param in model.parameters():
-            param.add_(0.05 * torch.randn(param.shape, generator=torch.Generator().manual_seed(param.numel())))
+    model = _perturbed(tiny)
     ckpt = save_checkpoint(tmp_path / "run", 0, model.state_dict(), {"config": config_to_dict(cfg), "step": 0})
     write_dataset(tmp_path / "data", videos=0, val_videos=2, frames=6, size=(64, 64), difficulty="temporal", seed=3)
     out = tmp_path / "test"

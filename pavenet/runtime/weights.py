@@ -60,8 +60,8 @@ def fit_state_dict(
     """
     own = model.state_dict()
     optional = tuple(getattr(model, "training_only", ()))
-    zero_start = optional + tuple(getattr(model, "zero_start", ()))
-    missing = sorted(k for k in set(own) - set(state) if not k.startswith(zero_start))
+    may_be_missing = optional + tuple(getattr(model, "zero_start", ()))
+    missing = sorted(k for k in set(own) - set(state) if not k.startswith(may_be_missing))
     unexpected = sorted(k for k in set(state) - set(own) if not k.startswith(optional))
     out, bad = {}, []
     for k in sorted(set(own) & set(state)):
