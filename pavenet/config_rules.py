@@ -37,7 +37,7 @@ RANGES: dict[str, Check] = {
     **{f"model.{k}": POSITIVE for k in (
         "num_frames", "num_joints", "hidden_dim", "num_heads", "num_levels", "enc_points", "ffn_dim",
         "num_queries", "pose_dec_layers", "joint_dec_layers", "joint_dec_points", "num_kept",
-        "refine_hidden", "embed_dim", "proposal_hidden")},
+        "refine_hidden", "embed_dim", "proposal_hidden", "fine_passes")},
     "model.enc_layers": NON_NEGATIVE, "model.dropout": within(0, 1, hi_open=True),
     "model.dn_groups": NON_NEGATIVE, "model.dn_noise": NON_NEGATIVE, "model.fine_radius": NON_NEGATIVE,
     "model.proposal_margin": within(0, 0.5, hi_open=True), "model.pose_box_min": NON_NEGATIVE,

@@ -117,9 +117,11 @@ class ModelConfig:
     proposal_frames: Literal["key", "clip"] = "key"
     #: PAVE-Net's joints: false = the last joint-decoder layer's (published); true = then moved
     #: by a zero-initialised MLP of a (2r+1)^2 grid of samples of the stride-4 backbone map
-    #: around each joint, one cell apart, r = fine_radius (pavenet/model/fine_refine.py)
+    #: around each joint, one cell apart, r = fine_radius (pavenet/model/fine_refine.py);
+    #: fine_passes > 1: as many moves, each by its own MLP reading the grid at the moved joints
     fine_refine: bool = False
     fine_radius: int = 2
+    fine_passes: int = 1
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     vepe: VepeConfig = field(default_factory=VepeConfig)
 

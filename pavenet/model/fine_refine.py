@@ -6,7 +6,9 @@ radius on small people is about half a stride-8 cell. With the option the backbo
 map is projected to a few channels (:class:`FineMap`) and kept beside the encoder memory;
 after the last joint-decoder layer every joint of every frame reads a (2r+1) x (2r+1) grid of
 samples of its frame's map centred on its position, one stride-4 cell apart, and an MLP of the
-samples and the joint's feature, zero at initialisation, moves it (:class:`FineRefine`).
+samples and the joint's feature, zero at initialisation, moves it (:class:`FineRefine`);
+with ``model.fine_passes`` > 1 further MLPs move it again, each reading the grid around the
+joints the one before moved.
 """
 from __future__ import annotations
 
@@ -55,14 +57,20 @@ class FineRefine(nn.Module):
     Args:
         d_model: D, the joint features' size. channels: C of the fine map.
         radius: r; the grid is (2r+1)^2 samples one cell apart. hidden: the MLP's width.
+        passes: moves in a row, each by its own MLP reading the grid around the joints the
+            previous one moved (``mlp`` the first, ``more`` the others).
     """
 
-    def __init__(self, d_model: int, channels: int, radius: int, hidden: int) -> None:
+    def __init__(self, d_model: int, channels: int, radius: int, hidden: int, passes: int = 1) -> None:
         super().__init__()
         if radius < 0:
             raise ValueError(f"model.fine_radius must be >= 0, got {radius}")
+        if passes < 1:
+            raise ValueError(f"model.fine_passes must be >= 1, got {passes}")
         self.register_buffer("grid", sample_grid(radius), persistent=False)
-        self.mlp = MLP(d_model + self.grid.shape[0] * channels, [hidden], 2, zero_last=True)
+        width = d_model + self.grid.shape[0] * channels
+        self.mlp = MLP(width, [hidden], 2, zero_last=True)
+        self.more = nn.ModuleList(MLP(width, [hidden], 2, zero_last=True) for _ in range(passes - 1))
 
     def sample(self, fine: Tensor, ratio: Tensor, keypoints: Tensor) -> Tensor:
         """Samples (B, K, T, J, G, C) of the maps ``fine`` (B*T, C, h, w) in clip order, whose
@@ -82,6 +90,9 @@ class FineRefine(nn.Module):
         keypoints (B, K, T, J, 2). The samples are read at the detached positions; the
         gradient reaches ``keypoints`` through the residual."""
         t = keypoints.shape[2]
-        samples = self.sample(fine, ratio, keypoints.detach()).flatten(-2)
-        x = torch.cat((samples.to(feats.dtype), feats[:, :, None].expand(-1, -1, t, -1, -1)), -1)
-        return torch.sigmoid(inverse_sigmoid(keypoints) + self.mlp(x).to(keypoints.dtype))
+        joint = feats[:, :, None].expand(-1, -1, t, -1, -1)
+        for mlp in (self.mlp, *self.more):
+            samples = self.sample(fine, ratio, keypoints.detach()).flatten(-2)
+            x = torch.cat((samples.to(feats.dtype), joint), -1)
+            keypoints = torch.sigmoid(inverse_sigmoid(keypoints) + mlp(x).to(keypoints.dtype))
+        return keypoints

@@ -210,11 +210,12 @@ def build_pavenet(cfg: ModelConfig, joint_selector: Optional[MatchedQuerySelecto
     joint_layer = JointDecoderLayer(d, cfg.num_heads, levels, cfg.joint_dec_points, t, cfg.ffn_dim,
                                     cfg.dropout, cfg.value_mask, cfg.frame_weights)
     joint_heads = JointHeads(d, t, per_frame=cfg.joint_refine == "per_frame")
+    fine = FineRefine(d, FINE_CHANNELS, cfg.fine_radius, d, cfg.fine_passes) if cfg.fine_refine else None
     return PAVENet(
         spatial, build_pose_decoder(cfg, levels, t),
         JointDecoder(joint_layer, joint_heads, d, cfg.num_joints, cfg.joint_dec_layers,
                      person_query=cfg.joint_query == "person", detach=cfg.detach_references,
-                     fine=FineRefine(d, FINE_CHANNELS, cfg.fine_radius, d) if cfg.fine_refine else None),
+                     fine=fine),
         d_model=d, num_frames=t, num_kept=min(cfg.num_kept, cfg.num_queries), embed_dim=cfg.embed_dim,
         heatmap_head=HeatmapHead(d, cfg.num_joints) if cfg.heatmap_head else None,
         dn_groups=cfg.dn_groups, dn_noise=cfg.dn_noise, joint_selector=joint_selector)
