@@ -214,5 +214,7 @@ def test_streaming_export_and_predict_match_pytorch(tiny, tmp_path):
     assert len(want) == 6 * 5 and len({w[1] for w in want}) >= 5  # top_k people in all 6 frames
     assert [(i, t) for i, t, _ in got] == [(i, t) for i, t, _ in want]
     for (_, _, g), (_, _, w) in zip(got, want):
-        np.testing.assert_allclose(g[:, :2], w[:, :2], rtol=0, atol=1e-3)
+        # pixels of a 128-pixel-wide video; the network outputs above agree to 1e-4 of the
+        # image (0.013 px): float32 rounding, which the two stride-4 passes carry up to 1.6e-3 px
+        np.testing.assert_allclose(g[:, :2], w[:, :2], rtol=0, atol=4e-3)
         np.testing.assert_allclose(g[:, 2], w[:, 2], rtol=0, atol=1e-4)

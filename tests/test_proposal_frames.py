@@ -144,6 +144,21 @@ def test_the_synthetic_configs_propose_from_the_clip_and_published_ones_from_the
         assert load_config(name).model.proposal_frames == "key", name
 
 
+def test_the_synthetic_configs_refine_at_stride_4_and_published_ones_do_not():
+    """The demo's model moves its joints twice by the stride-4 map (docs/results.md,
+    2026-12-08); the published configs keep the published joints, and VEPE (no joint decoder)
+    builds from its config."""
+    from pavenet.config import load_config
+    from pavenet.model import build_model
+
+    for name in ("synthetic_tiny", "synthetic_tiny_t1"):
+        model = load_config(name).model
+        assert model.fine_refine and model.fine_passes == 2, name
+    for name in ("pavenet_r50", "posetrack18_r50", "vepe_tiny", "vepe_tiny_stdme", "vepe_tiny_spatial"):
+        assert not load_config(name).model.fine_refine, name
+    assert build_model(load_config("vepe_tiny").model).fine_map is None
+
+
 def test_a_checkpoint_without_the_mixing_layer_initialises_clip_proposals():
     """A T=1 checkpoint (no neighbours, no mixing layer) loads strictly into a T=3 model with
     clip proposals, whose mixing layer keeps its zero start: the same outputs as the published
