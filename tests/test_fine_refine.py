@@ -55,57 +55,59 @@ def test_samples_outside_the_map_read_zero():
     assert torch.equal(got, torch.zeros(1, 1, 1, 1, 1, 3, dtype=torch.float64))
 
 
-def test_refinement_starts_as_the_identity_and_moves_by_the_mlp():
-    """Zero-initialised: the keypoints come back unchanged; with weights, the move is the
-    MLP of [samples, joint feature] in inverse-sigmoid space (written out in float64)."""
-    b, k, t, j, d, c = 1, 2, 3, 4, 6, 3
-    refine = FineRefine(d, c, radius=1, hidden=7).double()
-    g = torch.Generator().manual_seed(1)
+def refine_inputs(seed: int, b: int, k: int, t: int, j: int, d: int, c: int):
+    """A generator and float64 (fine map, ratio, joint features, keypoints) for FineRefine."""
+    g = torch.Generator().manual_seed(seed)
     fine = torch.randn(b * t, c, 10, 10, generator=g, dtype=torch.float64)
     ratio = torch.ones(b * t, 2, dtype=torch.float64)
     feats = torch.randn(b, k, j, d, generator=g, dtype=torch.float64)
     keypoints = 0.1 + 0.8 * torch.rand(b, k, t, j, 2, generator=g, dtype=torch.float64)
+    return g, fine, ratio, feats, keypoints
+
+
+def hand_move(refine: FineRefine, mlp, fine, ratio, feats, keypoints):
+    """One move written out: ``mlp`` of [samples around the joints, joint feature], added in
+    inverse-sigmoid space."""
+    t = keypoints.shape[2]
+    samples = refine.sample(fine, ratio, keypoints).flatten(-2)
+    first, last = mlp.layers
+    x = torch.cat((samples, feats[:, :, None].expand(-1, -1, t, -1, -1)), -1)
+    delta = torch.relu(x @ first.weight.T + first.bias) @ last.weight.T + last.bias
+    return torch.sigmoid(inverse_sigmoid(keypoints) + delta)
+
+
+def test_refinement_starts_as_the_identity_and_moves_by_the_mlp():
+    """Zero-initialised: the keypoints come back unchanged; with weights, the move is the
+    MLP of [samples, joint feature] in inverse-sigmoid space (written out in float64)."""
+    refine = FineRefine(6, 3, radius=1, hidden=7).double()
+    g, fine, ratio, feats, keypoints = refine_inputs(1, 1, 2, 3, 4, 6, 3)
     torch.testing.assert_close(refine(fine, ratio, feats, keypoints), keypoints, rtol=0, atol=1e-12)
     with torch.no_grad():
         for param in refine.mlp.parameters():
             param.normal_(0.0, 0.2, generator=g)
-    samples = refine.sample(fine, ratio, keypoints).flatten(-2)
-    first, last = refine.mlp.layers
-    x = torch.cat((samples, feats[:, :, None].expand(-1, -1, t, -1, -1)), -1)
-    delta = torch.relu(x @ first.weight.T + first.bias) @ last.weight.T + last.bias
-    expected = torch.sigmoid(inverse_sigmoid(keypoints) + delta)
     got = refine(fine, ratio, feats, keypoints)
+    expected = hand_move(refine, refine.mlp, fine, ratio, feats, keypoints)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
     assert (got - keypoints).abs().max() > 1e-3
 
 
 def test_later_passes_resample_at_the_moved_joints():
     """``passes=2``: the second MLP reads the map at the joints the first moved (written out in
-    float64, the first pass by the one-pass refinement with the same weights); zero-initialised,
-    both passes are the identity."""
-    b, k, t, j, d, c = 1, 2, 2, 3, 6, 3
-    refine, one = FineRefine(d, c, radius=1, hidden=7, passes=2).double(), FineRefine(d, c, 1, 7).double()
+    float64); zero-initialised, both passes are the identity."""
+    refine = FineRefine(6, 3, radius=1, hidden=7, passes=2).double()
     assert len(refine.more) == 1
-    g = torch.Generator().manual_seed(3)
-    fine = torch.randn(b * t, c, 10, 10, generator=g, dtype=torch.float64)
-    ratio = torch.ones(b * t, 2, dtype=torch.float64)
-    feats = torch.randn(b, k, j, d, generator=g, dtype=torch.float64)
-    keypoints = 0.1 + 0.8 * torch.rand(b, k, t, j, 2, generator=g, dtype=torch.float64)
+    g, fine, ratio, feats, keypoints = refine_inputs(3, 1, 2, 2, 3, 6, 3)
     torch.testing.assert_close(refine(fine, ratio, feats, keypoints), keypoints, rtol=0, atol=1e-12)
     with torch.no_grad():
         for param in refine.parameters():
             param.normal_(0.0, 0.2, generator=g)
-    one.mlp.load_state_dict(refine.mlp.state_dict())
-    moved = one(fine, ratio, feats, keypoints)
-    samples = refine.sample(fine, ratio, moved).flatten(-2)
-    first, last = refine.more[0].layers
-    x = torch.cat((samples, feats[:, :, None].expand(-1, -1, t, -1, -1)), -1)
-    delta = torch.relu(x @ first.weight.T + first.bias) @ last.weight.T + last.bias
+    moved = hand_move(refine, refine.mlp, fine, ratio, feats, keypoints)
+    expected = hand_move(refine, refine.more[0], fine, ratio, feats, moved)
     got = refine(fine, ratio, feats, keypoints)
-    torch.testing.assert_close(got, torch.sigmoid(inverse_sigmoid(moved) + delta), rtol=0, atol=1e-12)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
     assert (got - moved).abs().max() > 1e-3 and (moved - keypoints).abs().max() > 1e-3
     with pytest.raises(ValueError, match="fine_passes must be >= 1"):
-        FineRefine(d, c, 1, 7, passes=0)
+        FineRefine(6, 3, 1, 7, passes=0)
 
 
 def test_fine_map_ignores_padding():
